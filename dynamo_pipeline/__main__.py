@@ -1,0 +1,5 @@
+"""`python -m dynamo_pipeline` is the `dynamo` command."""
+
+from dynamo_pipeline.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""Typed settings for every stage, from a YAML file and ``DYNAMO_*`` environment variables.
+
+One object, :class:`Settings`, carries the request classes (length bins), the latency SLOs, the
+hardware, prices, carbon defaults, ingestion limits and the database URL. Sources, lowest priority
+first: built-in defaults, the YAML file (``DYNAMO_CONFIG`` or ``./dynamo.yaml`` when present), then
+environment variables (``DYNAMO_DATABASE_URL``, nested keys with ``__``:
+``DYNAMO_SLO__TTFT_P99_S=0.5``). Invalid values raise :class:`ConfigError`, which names the key and
+what is allowed. Nothing here has side effects: reading settings never touches the disk beyond the
+YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+#: Input bins first letter, output bins second letter: S(hort), M(edium), L(ong).
+BIN_LETTERS = ("S", "M", "L")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the key, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassesConfig(_Strict):
+    """Length bins: a request with input < input_bins[0] tokens is S, < input_bins[1] is M, else L."""
+
+    input_bins_tokens: tuple[int, int] = (512, 2048)
+    output_bins_tokens: tuple[int, int] = (100, 350)
+
+    @field_validator("input_bins_tokens", "output_bins_tokens")
+    @classmethod
+    def _increasing(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not (0 < v[0] < v[1]):
+            raise ValueError(f"must be two increasing positive token counts, got {list(v)}")
+        return v
+
+    def names(self) -> list[str]:
+        """The nine class names, SS … LL (input letter first)."""
+        return [i + o for i in BIN_LETTERS for o in BIN_LETTERS]
+
+
+class SLOConfig(_Strict):
+    """P99 latency objectives. Long-input classes may take ``long_input_ttft_factor`` × their bare
+    prefill time on TP8 at the top clock when that is larger than ``ttft_p99_s``."""
+
+    ttft_p99_s: float = Field(0.4, gt=0)
+    tbt_p99_s: float = Field(0.1, gt=0)
+    long_input_ttft_factor: float = Field(5.0, ge=1)
+    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("per_class")
+    @classmethod
+    def _known_classes(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        allowed = {i + o for i in BIN_LETTERS for o in BIN_LETTERS}
+        for name, over in v.items():
+            if name not in allowed:
+                raise ValueError(f"unknown class {name!r}; allowed: {sorted(allowed)}")
+            bad = set(over) - {"ttft_p99_s", "tbt_p99_s"}
+            if bad:
+                raise ValueError(f"class {name}: unknown keys {sorted(bad)}; allowed: ttft_p99_s, tbt_p99_s")
+            if any(x <= 0 for x in over.values()):
+                raise ValueError(f"class {name}: SLOs must be > 0 seconds")
+        return v
+
+    def for_class(self, name: str) -> tuple[float, float]:
+        """(TTFT P99 s, TBT P99 s) for a class, with per-class overrides applied."""
+        over = self.per_class.get(name, {})
+        return over.get("ttft_p99_s", self.ttft_p99_s), over.get("tbt_p99_s", self.tbt_p99_s)
+
+
+class HardwareConfig(_Strict):
+    """The fleet's server type and the model it serves."""
+
+    gpu: str = "H100-SXM"
+    model: str = "Llama-2-70B"
+    gpus_per_server: int = Field(8, ge=1)
+    server_non_gpu_power_w: float = Field(4600.0, ge=0, description="CPUs, memory, NVSwitch, fans, NICs")
+    tp_degrees: tuple[int, ...] = (2, 4, 8)
+    server_start_s: float = Field(420.0, ge=0, description="time to bring up a new instance (6-8 min for 70B)")
+
+    @field_validator("tp_degrees")
+    @classmethod
+    def _tp(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(t not in (1, 2, 4, 8) for t in v):
+            raise ValueError(f"must be a non-empty subset of 1, 2, 4, 8, got {list(v)}")
+        return tuple(sorted(set(v)))
+
+
+class PricesConfig(_Strict):
+    energy_usd_per_kwh: float = Field(0.10, ge=0)
+    gpu_usd_per_hour: float = Field(2.50, ge=0)
+
+
+class CarbonConfig(_Strict):
+    default_g_per_kwh: float = Field(400.0, ge=0, description="grid intensity when no hourly table is loaded")
+
+
+class IngestConfig(_Strict):
+    """Validation limits for request logs."""
+
+    max_input_tokens: int = Field(1_000_000, gt=0)
+    max_output_tokens: int = Field(1_000_000, gt=0)
+    earliest: str = "2000-01-01T00:00:00Z"
+    latest_ahead_s: float = Field(86_400.0, ge=0, description="rows more than this far in the future are rejected")
+    chunk_rows: int = Field(250_000, ge=1_000)
+
+
+class Settings(BaseSettings):
+    """All settings. Build with :func:`load_settings` to get :class:`ConfigError` on bad input."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DYNAMO_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database_url: str = ""
+    home: str = "var"
+    window_s: int = Field(300, ge=60, le=3600)
+    classes: ClassesConfig = ClassesConfig()
+    slo: SLOConfig = SLOConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    prices: PricesConfig = PricesConfig()
+    carbon: CarbonConfig = CarbonConfig()
+    ingest: IngestConfig = IngestConfig()
+
+    @field_validator("window_s")
+    @classmethod
+    def _divides_day(cls, v: int) -> int:
+        if 86_400 % v:
+            raise ValueError(f"must divide a day (86400 s) evenly, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _default_db(self) -> "Settings":
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{Path(self.home).absolute() / 'dynamo.db'}")
+        elif not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"database_url: unsupported scheme in {self.database_url!r}; use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST:PORT/DB"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the YAML file, passed in by load_settings) < environment: env vars win.
+        return (env_settings, init_settings)
+
+
+def _yaml_path(path: str | os.PathLike | None) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if os.environ.get("DYNAMO_CONFIG"):
+        return Path(os.environ["DYNAMO_CONFIG"])
+    default = Path("dynamo.yaml")
+    return default if default.exists() else None
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting; check the spelling against `dynamo config show`"
+        lines.append(f"{key}: {msg} (got {got!r})")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+    """Read settings from the YAML file (if any) and the environment; ``overrides`` win over both
+    (used by tests and the CLI). Raises :class:`ConfigError` naming each bad key."""
+    data: dict[str, Any] = {}
+    yp = _yaml_path(path)
+    if yp is not None:
+        if not yp.exists():
+            raise ConfigError(f"config file {yp} does not exist; create it or unset DYNAMO_CONFIG")
+        try:
+            loaded = yaml.safe_load(yp.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {yp} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {yp} must hold a mapping of settings, got {type(loaded).__name__}")
+        data.update(loaded)
+    if "home" not in data and os.environ.get("DYNAMO_HOME") is None:
+        data["home"] = "var"
+    try:
+        s = Settings(**data)
+        if overrides:
+            merged = s.model_dump()
+            merged.update(overrides)
+            s = Settings.model_validate(merged)
+        return s
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from e
