@@ -122,7 +122,7 @@ class PlannerConfig(_Strict):
     reconfig_horizon_s: float = Field(1800.0, gt=0, description="a change must pay for itself within this time")
     reshard_s: float = Field(0.05, ge=0, description="re-shard over NVLink (DESIGN §6)")
     gpu_idle_w: float = Field(75.0, ge=0, description="idle draw of one GPU")
-    merge_below_servers: float = Field(0.25, ge=0, description="a pool needing fewer servers merges into the next larger")
+    merge_below_servers: float = Field(1.0, ge=0, description="a pool needing fewer servers than this merges into the next larger")
     peak_quantile: str = Field("upper_rps", description="forecast column used as the load")
 
     @field_validator("solver")
