@@ -15,7 +15,7 @@ import pandas as pd
 
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.planning.clocks import clock_table
-from dynamo_pipeline.planning.extract import PoolPlan
+from dynamo_pipeline.planning.extract import InstanceGroup, PoolPlan
 from dynamo_pipeline.schedules.schema import ClockBand, Instance, Pool, Schedule, ScheduleError, Window
 
 
@@ -26,10 +26,19 @@ def build_schedule(plan: PoolPlan, profiles: pd.DataFrame, settings: Settings, v
     """A schedule for ``plan``. ``servers_by_pool`` (from the cluster plan) fixes each pool's
     server count (default: just enough for its instances); ``nodes`` names the fleet's servers in
     order (default ``node-000`` …)."""
+    return build_schedule_from_groups(plan.groups, plan.flags, profiles, settings, version, valid, servers_by_pool,
+                                      nodes, created_at, plan_id)
+
+
+def build_schedule_from_groups(groups: Sequence[InstanceGroup], flags: Sequence[str], profiles: pd.DataFrame,
+                               settings: Settings, version: int, valid: Sequence[tuple[datetime, datetime]],
+                               servers_by_pool: dict[str, int] | None = None, nodes: Sequence[str] | None = None,
+                               created_at: datetime | None = None, plan_id: int | None = None) -> Schedule:
+    """:func:`build_schedule` from instance groups (as stored in the ``plans`` table)."""
     gps = settings.hardware.gpus_per_server
     top = int(profiles["freq_mhz"].max())
     by_pool: dict[str, list] = {}
-    for g in plan.groups:
+    for g in groups:
         by_pool.setdefault(g.pool, []).extend([g] * g.count)
     pool_ids = list(dict.fromkeys(list(servers_by_pool or {}) + list(by_pool)))
     node_iter = iter(nodes) if nodes is not None else (f"node-{i:03d}" for i in range(10**6))
@@ -61,11 +70,11 @@ def build_schedule(plan: PoolPlan, profiles: pd.DataFrame, settings: Settings, v
                                 clock_table=table_cache[key], max_load_rps=g.load_rps, fallback_clock_mhz=top))
             class_load[g.cls] = class_load.get(g.cls, 0.0) + g.load_rps
             shares.setdefault(g.cls, {}).setdefault(p, {})[iid] = g.load_rps
-        classes = tuple(dict.fromkeys(g.cls for g in insts)) or tuple(c for (q, c) in plan.score.shortfall_rps if q == p) or ("-",)
+        classes = tuple(dict.fromkeys(g.cls for g in insts)) or ("-",)
         pools.append(Pool(pool_id=p, classes=classes, servers=tuple(servers), instances=tuple(out)))
     routing = {c: {p: {i: ld / class_load[c] for i, ld in insts.items()} for p, insts in by_p.items()}
                for c, by_p in shares.items() if class_load[c] > 0}
     return Schedule(version=version, created_at=created_at or datetime.now(timezone.utc),
                     model=settings.hardware.model, gpu=settings.hardware.gpu,
                     valid=tuple(Window(start=a, end=b) for a, b in valid), pools=tuple(pools), routing=routing,
-                    plan_id=plan_id, flags=tuple(plan.flags))
+                    plan_id=plan_id, flags=tuple(flags))
