@@ -48,7 +48,7 @@ def test_constraints_are_named_after_classes_and_budgets(profile):
     prob = pool_problem(profile, {"SS": 5.0, "LL": 0.5}, settings, {"SS": 16, "LL": 16}, prev={("SS", 8): 1})
     lp = build_pool_model(prob, max_changes=2).lp
     # PuLP writes "[" and "]" as "_" in names (LP-file rules)
-    for name in ("cover_load[SS]", "cover_load[LL]", "gpu_budget[SS]", "gpu_budget[LL]", "max_changes",
+    for name in ("cover_load[SS]", "cover_load[LL]", "gpu_budget[SS]", "gpu_budget[LL]", "max_changes[SS]",
                  "new_gpus[SS]", "started[SS,8]"):
         assert lp.get_constraint_by_name(name.replace("[", "_").replace("]", "_")) is not None, name
 

@@ -101,26 +101,22 @@ def plan_pool(problem: PoolProblem, solver: str = "highs", time_limit_s: float =
               mip_rel_gap: float = 1e-6, fallback: bool = True) -> PoolPlan:
     """Build, solve and extract one window's plan; never returns without a plan (see module doc).
 
-    Pools with their own GPU budgets share nothing but the per-window bound on changes, so they are
+    Pools with their own GPU budgets share nothing (the bound on changes is per pool), so they are
     solved one by one (each a small MILP) and the plans merged: exact, since the merged plan is
-    optimal for every pool; when together they start more than K instances, the joint model with
-    the bound is solved as below. A pool whose load is above its capacity gets all its GPUs at the
+    optimal for every pool. A pool whose load is above its capacity gets all its GPUs at the
     top clock (status ``infeasible`` for the whole plan, with the shortfall); the others keep
     their optimal plans."""
     t0 = time.perf_counter()
     parts = split_by_pool(problem)
     if len(parts) > 1:
-        plan = _merge([plan_pool(_no_bound(part), solver, time_limit_s, mip_rel_gap, fallback) for part in parts], problem)
-        if problem.prev is None or plan.status not in ("optimal", "feasible") or plan.score.instances_started <= problem.costs.max_changes:
-            return plan
-        t0 = time.perf_counter()
+        return _merge([plan_pool(part, solver, time_limit_s, mip_rel_gap, fallback) for part in parts], problem)
     model = build_pool_model(problem)
     build_s = time.perf_counter() - t0
     plan = _plan_from_model(problem, model, build_s, solver, time_limit_s, mip_rel_gap, fallback)
     k = problem.costs.max_changes
-    if problem.prev is None or plan.status not in ("optimal", "feasible") or plan.score.instances_started <= k:
+    if problem.prev is None or plan.status not in ("optimal", "feasible") or not plan.score.excess_changes:
         return plan
-    # Staggering: more than K instances would start. Re-solve with at most K starts: the solver keeps
+    # Staggering: more than K instances would start in a pool. Re-solve with at most K starts per pool: the solver keeps
     # the K changes that save most net of their cost. If the load cannot be covered so, keep the plan.
     t1 = time.perf_counter()
     bounded = build_pool_model(problem, max_changes=k)
@@ -153,11 +149,6 @@ def split_by_pool(problem: PoolProblem) -> list[PoolProblem]:
                              prev=None if problem.prev is None else {k: v for k, v in problem.prev.items() if k[0] == p},
                              flags=[]))
     return parts
-
-
-def _no_bound(part: PoolProblem) -> PoolProblem:
-    """A pool's part without the per-window bound on changes (the bound is for all pools together)."""
-    return replace(part, costs=replace(part.costs, max_changes=10**9))
 
 
 _RANK = {"optimal": 0, "feasible": 1, "greedy": 2, "infeasible": 3}
