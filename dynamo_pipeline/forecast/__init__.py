@@ -16,6 +16,8 @@ from dynamo_pipeline.forecast.core import (
     score,
 )
 from dynamo_pipeline.forecast.models import ForecastError, Forecaster, forecaster_names, get_forecaster, register_forecaster
+from dynamo_pipeline.forecast.persist import forecast_store, load_backtests, load_forecast, save_backtest, save_forecast
 
 __all__ = ["HORIZONS", "ForecastError", "Forecaster", "ShortHistoryWarning", "backtest_loads", "fit_series",
-           "forecast_loads", "forecaster_names", "get_forecaster", "register_forecaster", "score"]
+           "forecast_loads", "forecast_store", "forecaster_names", "get_forecaster", "load_backtests", "load_forecast",
+           "register_forecaster", "save_backtest", "save_forecast", "score"]
