@@ -188,6 +188,7 @@ class ProphetForecaster(Forecaster):
         return f"prophet-{prophet.__version__}"
 
     def fit(self, y: pd.Series, window_s: int) -> "ProphetForecaster":
+        logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)  # "Importing plotly failed" on import
         from prophet import Prophet
 
         _quiet_prophet()  # after the import: cmdstanpy sets its logger up when imported
