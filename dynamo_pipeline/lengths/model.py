@@ -136,19 +136,32 @@ class LengthPredictor:
     reg: Ridge
     metadata: dict = field(default_factory=dict)
 
+    def _weights(self) -> np.ndarray:
+        """Classifier and regressor weights as one C-ordered (features × 4) array: one sparse-dense
+        product scores a whole batch (sklearn's own predict transposes a 3 × 266k array per call)."""
+        w = getattr(self, "_w", None)
+        if w is None:
+            w = self._w = np.ascontiguousarray(np.vstack([self.clf.coef_, self.reg.coef_[None, :]]).T)
+        return w
+
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
-        X = self.featurizer.transform(df)
-        return pd.DataFrame({"output_class": self.clf.predict(X),
-                             "output_tokens_est": np.rint(np.expm1(np.clip(self.reg.predict(X), 0, 12))).astype(np.int64)},
-                            index=df.index)
+        z = self.featurizer.transform(df) @ self._weights()
+        scores = z[:, :-1] + self.clf.intercept_
+        est = np.expm1(np.clip(z[:, -1] + self.reg.intercept_, 0, 12))
+        return pd.DataFrame({"output_class": self.clf.classes_[np.argmax(scores, axis=1)],
+                             "output_tokens_est": np.rint(est).astype(np.int64)}, index=df.index)
 
     def predict_one(self, input_tokens: int, model: str = "", tenant: str = "", prompt_text: str = "",
                     arrived_at_us: int | None = None) -> tuple[str, int]:
         """One request (the router's path): (output class letter, output token estimate)."""
         idx, val = self.featurizer.row(input_tokens, model or "", tenant or "", prompt_text or "", arrived_at_us)
-        scores = self.clf.coef_[:, idx] @ val + self.clf.intercept_
-        est = float(np.expm1(np.clip(self.reg.coef_[idx] @ val + self.reg.intercept_, 0, 12)))
+        z = val @ self._weights()[idx]
+        scores = z[:-1] + self.clf.intercept_
+        est = float(np.expm1(np.clip(z[-1] + self.reg.intercept_, 0, 12)))
         return str(self.clf.classes_[int(np.argmax(scores))]), int(round(est))
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_w"}  # derived: rebuilt on first use
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
