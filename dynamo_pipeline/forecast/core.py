@@ -9,7 +9,7 @@ Upper quantile: the same split-conformal rule for every forecaster. The last ``c
 the training history is held out (for forecasters that only read history — the baselines — every
 day after a warm-up is out of sample and is used), the forecaster is fitted on the rest and run over
 it at the same horizon, and the largest per-day ``upper_quantile`` (finite-sample corrected) of the
-relative residuals (actual − point) / max(point, 5% of the mean rate) gives the margin; then the
+relative residuals (actual − point) / max(point, mean rate) gives the margin; then the
 forecaster is refitted on the whole history. ``upper_rps = point + margin · max(point, floor)``.
 
 Short histories (fewer observed seconds than ``forecast.min_history_s`` or than the method needs)
@@ -32,8 +32,10 @@ from dynamo_pipeline.forecast.models import Forecaster, ForecastError, get_forec
 from dynamo_pipeline.forecast.series import DAY_S, class_series, clip_outliers
 
 HORIZONS = ("day_ahead", "intraday")
-#: relative residuals are taken against at least this share of the series' mean rate
-FLOOR_SHARE = 0.05
+#: residuals are taken relative to max(point, this share of the series' mean rate): relative to the
+#: point at busy times, in units of the mean at quiet ones, so a burst after a near-zero point does not
+#: blow the margin up for every window
+FLOOR_SHARE = 1.0
 #: upper margin (relative) when no held-out span was available to calibrate it
 UNCALIBRATED_MARGIN = 0.5
 
