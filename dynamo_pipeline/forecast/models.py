@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -217,5 +216,4 @@ class ProphetForecaster(Forecaster):
         return np.maximum(np.expm1(yhat), 0.0)
 
 
-Factory = Callable[..., Forecaster]
 __all__ = ["Forecaster", "ForecastError", "forecaster_names", "get_forecaster", "register_forecaster"]
