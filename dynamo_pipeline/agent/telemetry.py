@@ -54,6 +54,7 @@ class TelemetrySink:
         self._flush_lock = threading.Lock()
         self.written = 0
         self.spooled = 0
+        self._spool_lines = sum(1 for _ in self.spool.open()) if self.spool.exists() else 0
         self.last_error: str | None = None
 
     # -- recording ------------------------------------------------------------------------
@@ -98,6 +99,11 @@ class TelemetrySink:
             f.flush()
             os.fsync(f.fileno())
         self.spooled += len(rows)
+        self._spool_lines += len(rows)
+
+    def spooled_pending(self) -> int:
+        """Records in the local spool, waiting for the store."""
+        return self._spool_lines
 
     def flush(self) -> bool:
         """Write spool + queue to the store; on failure spool the queue. True when the store took it."""
@@ -115,10 +121,9 @@ class TelemetrySink:
             try:
                 events = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == "event"]
                 acks = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == "ack"]
-                for cols in (events,):
-                    for r in cols:
-                        for c in _EVENT_COLS:
-                            r.setdefault(c, None)
+                for r in events:
+                    for c in _EVENT_COLS:
+                        r.setdefault(c, None)
                 if events:
                     _insert_ignore(self.store, AgentEvent.__table__, events)
                 if acks:
@@ -130,6 +135,7 @@ class TelemetrySink:
                 return False
             if spooled:
                 self.spool.unlink(missing_ok=True)
+                self._spool_lines = 0
             self.written += len(rows)
             self.last_error = None
             return True
