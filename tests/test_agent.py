@@ -1,0 +1,279 @@
+"""The node agent in-process on the sim backend: applying, rejecting, stale fallback, hardware
+errors, telemetry and acks in the store, the control endpoint, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from dynamo_pipeline.agent import agents_acknowledged
+from dynamo_pipeline.agent.daemon import Agent, AgentServer
+from dynamo_pipeline.agent.executor import SimExecutor, diff_instances
+from dynamo_pipeline.agent.source import DirSource
+from dynamo_pipeline.agent.telemetry import TelemetrySink
+from dynamo_pipeline.config import AgentConfig, SLOConfig
+from dynamo_pipeline.hardware import SimBackend
+from dynamo_pipeline.hardware.nvml import NvmlBackend
+from dynamo_pipeline.schedules.schema import sign
+from dynamo_pipeline.store.tables.agent import AgentAck, AgentEvent
+from tests.agent_schedules import KEY, make_schedule, publish
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def make_agent(tmp_path, store, node="n1", backend=None, clock=None, **cfg):
+    cfg.setdefault("flush_s", 0.05)
+    backend = backend or SimBackend(n_gpus=8)
+    sink = TelemetrySink(store, node, tmp_path / f"{node}.spool.jsonl")
+    a = Agent(node, backend, DirSource(tmp_path / "sched"), sink, SimExecutor(), AgentConfig(**cfg), SLOConfig(),
+              KEY, clock=clock or time.monotonic)
+    return a, backend
+
+
+def events(store, kind=None):
+    with store.engine.connect() as c:
+        q = select(AgentEvent.kind, AgentEvent.reason, AgentEvent.clock_mhz, AgentEvent.instance_id)
+        if kind:
+            q = q.where(AgentEvent.kind == kind)
+        return [dict(r._mapping) for r in c.execute(q)]
+
+
+def test_applies_schedule_clocks_executor_changes_and_ack(tmp_path, store):
+    a, hw = make_agent(tmp_path, store)
+    publish(tmp_path / "sched", make_schedule(1, ["n1", "n2"], planned=1410))
+    a.poll_schedule()
+    assert [hw.current_clock_mhz(g) for g in range(4)] == [1410] * 4
+    assert hw.current_clock_mhz(4) == hw.card.clock_max_mhz  # not in any instance: untouched
+    assert a.executor.executor.done == [] or True  # worker thread: checked below after close
+    a.sink.flush()
+    r = agents_acknowledged(store, 1, ["n1"], timeout_s=0)
+    assert r.ok and r.applied == {"n1"}
+    assert {e["clock_mhz"] for e in events(store, "applied")} == {1410}
+    a.executor.close()
+    assert [c["action"] for c in a.executor.executor.done] == ["start"]
+
+
+def test_newer_schedule_replaces_and_diff_restarts_reshards_stops(tmp_path, store):
+    a, hw = make_agent(tmp_path, store)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1410))
+    a.poll_schedule()
+    publish(tmp_path / "sched", make_schedule(2, ["n1"], planned=1800))
+    a.poll_schedule()
+    assert a.schedule.version == 2 and hw.current_clock_mhz(0) == 1800
+    old = make_schedule(1, ["n1"]).instances_on("n1")
+    new = make_schedule(1, ["n2"]).instances_on("n2")
+    assert [c["action"] for c in diff_instances(old, new)] == ["stop", "start"]
+    resharded = [old[0].model_copy(update={"tp": 2, "gpu_ids": (0, 1)})]
+    assert diff_instances(old, resharded)[0]["action"] == "reshard"
+
+
+def test_rejects_tampered_schedule_and_keeps_last_good(tmp_path, store):
+    a, hw = make_agent(tmp_path, store)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1410))
+    a.poll_schedule()
+    doc = json.loads(sign(make_schedule(2, ["n1"], planned=1200), KEY).to_json())
+    doc["schedule"]["pools"][0]["instances"][0]["clock_mhz"] = 1800  # changed after signing
+    (tmp_path / "sched" / "schedule-000002.json").write_text(json.dumps(doc))
+    a.poll_schedule()
+    a.sink.flush()
+    assert a.schedule.version == 1 and hw.current_clock_mhz(0) == 1410
+    rej = events(store, "rejected")
+    assert len(rej) == 1 and rej[0]["reason"].startswith("signature")
+    r = agents_acknowledged(store, 2, ["n1"], timeout_s=0)
+    assert not r.ok and "signature" in r.rejected["n1"]
+
+
+def test_rejects_schedule_signed_under_another_key_and_garbage(tmp_path, store):
+    a, hw = make_agent(tmp_path, store)
+    publish(tmp_path / "sched", make_schedule(3, ["n1"]), key=b"some-other-key-0123456789")
+    (tmp_path / "sched" / "junk.json").write_text("{not json")
+    a.poll_schedule()
+    a.sink.flush()
+    assert a.schedule is None and hw.clock_changes == 0
+    assert sorted(e["reason"].split(":")[0] for e in events(store, "rejected")) == ["invalid", "signature"]
+
+
+def test_rejects_schedule_for_another_node(tmp_path, store):
+    a, hw = make_agent(tmp_path, store, node="n1")
+    publish(tmp_path / "sched", make_schedule(1, ["n7", "n8"]))
+    a.poll_schedule()
+    a.sink.flush()
+    assert a.schedule is None and hw.clock_changes == 0
+    assert events(store, "rejected")[0]["reason"].startswith("other_node")
+    assert "n1" in agents_acknowledged(store, 1, ["n1"], timeout_s=0).rejected
+
+
+def test_rejects_unsupported_clock(tmp_path, store):
+    a, hw = make_agent(tmp_path, store)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1410))
+    a.poll_schedule()
+    publish(tmp_path / "sched", make_schedule(2, ["n1"], clocks=(1200, 2100)))  # 2100 MHz: above the H100 top clock
+    a.poll_schedule()
+    a.sink.flush()
+    assert a.schedule.version == 1 and hw.current_clock_mhz(0) == 1410
+    [rej] = events(store, "rejected")
+    assert rej["reason"].startswith("unsupported_clock") and "2100" in rej["reason"]
+
+
+def test_stale_schedule_falls_back_to_top_clock_and_says_so(tmp_path, store):
+    clock = FakeClock()
+    a, hw = make_agent(tmp_path, store, clock=clock, stale_after_s=60)
+    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1200, valid_from=past, valid_s=3600))
+    a.poll_schedule()
+    assert hw.current_clock_mhz(0) == 1200
+    a.control_step(False)
+    clock.t += 59
+    a.control_step(False)
+    assert hw.current_clock_mhz(0) == 1200 and not a.fallback  # within the staleness bound
+    clock.t += 2
+    a.control_step(False)
+    assert a.fallback and [hw.current_clock_mhz(g) for g in range(4)] == [1980] * 4
+    a.sink.flush()
+    [fb] = events(store, "fallback")
+    assert "top clock" in fb["reason"]
+    publish(tmp_path / "sched", make_schedule(2, ["n1"], planned=1410))  # a fresh schedule ends the fallback
+    a.poll_schedule()
+    assert not a.fallback and hw.current_clock_mhz(0) == 1410
+
+
+class FakeNVML:
+    """pynvml replaced at the module boundary: 8 GPUs; set_locked_clocks fails while ``broken``."""
+
+    class NVMLError(Exception):
+        def __init__(self, value):
+            super().__init__(f"NVML error {value}")
+            self.value = value
+
+    NVML_CLOCK_SM = 1
+
+    def __init__(self):
+        self.broken = True
+        self.locked = {}
+
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): pass
+    def nvmlDeviceGetCount(self): return 8
+    def nvmlDeviceGetHandleByIndex(self, i): return i
+    def nvmlDeviceGetName(self, h): return b"NVIDIA H100 80GB HBM3"
+    def nvmlDeviceGetUUID(self, h): return f"GPU-{h}"
+    def nvmlDeviceGetMemoryInfo(self, h): return type("M", (), {"total": 80 << 30})()
+    def nvmlDeviceGetSupportedMemoryClocks(self, h): return [2619]
+    def nvmlDeviceGetSupportedGraphicsClocks(self, h, mem): return list(range(1980, 200, -15))
+    def nvmlDeviceGetPowerUsage(self, h): return 350_000
+    def nvmlDeviceGetTotalEnergyConsumption(self, h): return 1_000_000
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        return self.locked.get(h, 1980)
+
+    def nvmlDeviceSetGpuLockedClocks(self, h, lo, hi):
+        if self.broken:
+            raise self.NVMLError(15)  # GPU is lost
+        self.locked[h] = lo
+
+    def nvmlDeviceResetGpuLockedClocks(self, h):
+        if self.broken:
+            raise self.NVMLError(4)  # no permission
+        self.locked.pop(h, None)
+
+
+def test_nvml_errors_never_kill_the_agent(tmp_path, store):
+    nv = FakeNVML()
+    a, _ = make_agent(tmp_path, store, backend=NvmlBackend(nvml=nv))
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1410))
+    a.poll_schedule()  # every clock set fails
+    a.telemetry_window()
+    a.control_step(False)
+    assert a.hw.errors >= 4 and a.schedule.version == 1 and nv.locked == {}
+    a.sink.flush()
+    assert len(events(store, "hardware_error")) == 1  # rate-limited, not one per failed call
+    assert "fell off the bus" in events(store, "hardware_error")[0]["reason"]
+    nv.broken = False  # the driver recovers: the next schedule applies
+    publish(tmp_path / "sched", make_schedule(2, ["n1"], planned=1800))
+    a.poll_schedule()
+    assert nv.locked == {0: 1800, 1: 1800, 2: 1800, 3: 1800}
+    a.shutdown()
+    assert nv.locked == {}
+
+
+def test_window_telemetry_reports_power_and_energy(tmp_path, store):
+    clock = FakeClock()
+    a, hw = make_agent(tmp_path, store, clock=clock)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"]))
+    a.poll_schedule()
+    for g in range(4):
+        hw.set_utilisation(g, 0.5)
+    a.telemetry_window()
+    clock.t += 10
+    a.telemetry_window()
+    a.sink.flush()
+    with store.engine.connect() as c:
+        [(w, p, e)] = c.execute(select(AgentEvent.window_s, AgentEvent.power_w, AgentEvent.energy_j)
+                                .where(AgentEvent.kind == "window")).all()
+    assert w == pytest.approx(10) and e == pytest.approx(p * 10)
+    assert 4 * hw.card.idle_w < p < 4 * 700
+
+
+def test_control_endpoint_needs_bearer_token_and_triggers_fast_path(tmp_path, store):
+    a, hw = make_agent(tmp_path, store, tick_s=60, poll_s=60)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1200))
+    srv = AgentServer(a, "127.0.0.1", 0, "s3cret-token").start()
+    t = threading.Thread(target=a.run)
+    t.start()
+    try:
+        base = f"http://127.0.0.1:{srv.port}"
+        deadline = time.monotonic() + 5
+        while a.schedule is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        body = json.dumps({"reason": "past_predicted", "instance_id": "n1-a"}).encode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(base + "/signal", data=body, method="POST"))
+        assert e.value.code == 401
+        assert hw.current_clock_mhz(0) == 1200
+        req = urllib.request.Request(base + "/signal", data=body, method="POST",
+                                     headers={"Authorization": "Bearer s3cret-token"})
+        assert urllib.request.urlopen(req).status == 202
+        deadline = time.monotonic() + 2
+        while hw.current_clock_mhz(0) != 1980 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert hw.current_clock_mhz(0) == 1980
+        health = json.loads(urllib.request.urlopen(base + "/healthz").read())
+        assert health["node"] == "n1" and health["version"] == 1
+        metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+        assert 'dynamo_agent_fast_path_active{instance="n1-a",node="n1"} 1.0' in metrics
+    finally:
+        a.stop()
+        t.join(5)
+        srv.close()
+    assert hw.current_clock_mhz(0) == hw.card.clock_max_mhz and hw._locked == {}
+
+
+def test_sigterm_resets_clocks(tmp_path, store):
+    a, hw = make_agent(tmp_path, store, tick_s=60, poll_s=0.05)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1200))
+    old = signal.signal(signal.SIGTERM, a.stop)
+    try:
+        t = threading.Thread(target=lambda: (time.sleep(0.3), os.kill(os.getpid(), signal.SIGTERM)))
+        t.start()
+        a.run()  # returns after SIGTERM
+        t.join()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert a.schedule.version == 1 and hw._locked == {}
+    assert all(hw.current_clock_mhz(g) == hw.card.clock_max_mhz for g in range(8))
+    assert any(e["reason"].startswith("shutdown") for e in events(store, "applied"))
