@@ -277,3 +277,40 @@ def test_sigterm_resets_clocks(tmp_path, store):
     assert a.schedule.version == 1 and hw._locked == {}
     assert all(hw.current_clock_mhz(g) == hw.card.clock_max_mhz for g in range(8))
     assert any(e["reason"].startswith("shutdown") for e in events(store, "applied"))
+
+
+def test_http_source_applies_served_schedule_and_engine_reader_scrapes(tmp_path, store):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from dynamo_pipeline.agent.engine_metrics import EngineMetricsReader
+    from dynamo_pipeline.agent.source import HttpSource
+
+    doc = sign(make_schedule(4, ["n1"], planned=1800), KEY).to_json().encode()
+    metrics = b'# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name="m"} 40.0\n'
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = doc if self.path == "/schedule" else metrics
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        a, hw = make_agent(tmp_path, store)
+        a.source = HttpSource(base + "/schedule")
+        a.engine = EngineMetricsReader(base + "/metrics")
+        a.poll_schedule()
+        assert a.schedule.version == 4 and hw.current_clock_mhz(0) == 1800
+        a.control_step(scrape=True)  # 40 waiting > 16: fast path
+        assert a.last_sample.waiting == 40 and hw.current_clock_mhz(0) == 1980
+    finally:
+        srv.shutdown()

@@ -14,9 +14,10 @@ means 0) carries the third fast-path signal. Labels (``model_name`` …) are sum
 
 from __future__ import annotations
 
+import http.client
 import math
 import time
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -114,17 +115,42 @@ def sample(new: Scrape, old: Scrape | None, q: float = 0.99) -> EngineSample:
 
 
 class EngineMetricsReader:
-    """Scrapes ``url`` and returns the interval since the previous scrape."""
+    """Scrapes ``url`` (one kept-alive HTTP connection) and returns the interval since the
+    previous scrape."""
 
     def __init__(self, url: str, timeout_s: float = 1.0):
         self.url = url
         self.timeout_s = timeout_s
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"engine metrics URL {url!r} must be http(s)://HOST[:PORT]/PATH")
+        self._cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        self._host, self._port = u.hostname, u.port
+        self._path = (u.path or "/metrics") + (f"?{u.query}" if u.query else "")
+        self._conn: http.client.HTTPConnection | None = None
         self._last: Scrape | None = None
 
+    def _get(self) -> str:
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._conn = self._cls(self._host, self._port, timeout=self.timeout_s)
+            try:
+                self._conn.request("GET", self._path)
+                r = self._conn.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    raise OSError(f"{self.url} answered HTTP {r.status}")
+                return body.decode()
+            except (http.client.HTTPException, OSError):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
     def read(self) -> EngineSample:
-        """One scrape; raises ``OSError`` (URLError) when the engine does not answer."""
-        with urllib.request.urlopen(self.url, timeout=self.timeout_s) as r:  # noqa: S310 (operator-set URL)
-            text = r.read().decode()
+        """One scrape; raises ``OSError`` when the engine does not answer."""
+        text = self._get()
         new = parse(text)
         s = sample(new, self._last)
         self._last = new
