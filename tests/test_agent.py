@@ -11,9 +11,10 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from dynamo_pipeline.agent import agents_acknowledged
 from dynamo_pipeline.agent.daemon import Agent, AgentServer
@@ -24,7 +25,7 @@ from dynamo_pipeline.config import AgentConfig, SLOConfig
 from dynamo_pipeline.hardware import SimBackend
 from dynamo_pipeline.hardware.nvml import NvmlBackend
 from dynamo_pipeline.schedules.schema import sign
-from dynamo_pipeline.store.tables.agent import AgentAck, AgentEvent
+from dynamo_pipeline.store.tables.agent import AgentEvent
 from tests.agent_schedules import KEY, make_schedule, publish
 
 
@@ -59,7 +60,6 @@ def test_applies_schedule_clocks_executor_changes_and_ack(tmp_path, store):
     a.poll_schedule()
     assert [hw.current_clock_mhz(g) for g in range(4)] == [1410] * 4
     assert hw.current_clock_mhz(4) == hw.card.clock_max_mhz  # not in any instance: untouched
-    assert a.executor.executor.done == [] or True  # worker thread: checked below after close
     a.sink.flush()
     r = agents_acknowledged(store, 1, ["n1"], timeout_s=0)
     assert r.ok and r.applied == {"n1"}
@@ -203,7 +203,13 @@ def test_nvml_errors_never_kill_the_agent(tmp_path, store):
     a.sink.flush()
     assert len(events(store, "hardware_error")) == 1  # rate-limited, not one per failed call
     assert "fell off the bus" in events(store, "hardware_error")[0]["reason"]
-    nv.broken = False  # the driver recovers: the next schedule applies
+    r = agents_acknowledged(store, 1, ["n1"], timeout_s=0)
+    assert not r.ok and "clocks not set" in r.rejected["n1"]
+    nv.broken = False  # the driver recovers: the next control step sets the clocks and acks
+    a.control_step(False)
+    assert nv.locked == {0: 1410, 1: 1410, 2: 1410, 3: 1410}
+    a.sink.flush()
+    assert agents_acknowledged(store, 1, ["n1"], timeout_s=0).ok
     publish(tmp_path / "sched", make_schedule(2, ["n1"], planned=1800))
     a.poll_schedule()
     assert nv.locked == {0: 1800, 1: 1800, 2: 1800, 3: 1800}
@@ -314,3 +320,59 @@ def test_http_source_applies_served_schedule_and_engine_reader_scrapes(tmp_path,
         assert a.last_sample.waiting == 40 and hw.current_clock_mhz(0) == 1980
     finally:
         srv.shutdown()
+
+
+def test_override_episode_recorded_with_reason_and_duration(tmp_path, store):
+    clock = FakeClock()
+    a, hw = make_agent(tmp_path, store, clock=clock, fast_release_s=5)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1200))
+    a.poll_schedule()
+    a.signal("past_predicted", "n1-a")
+    a.control_step(False)
+    assert hw.current_clock_mhz(0) == 1980
+    clock.t += 3
+    a.signal("past_predicted", "n1-a", active=False)
+    a.control_step(False)  # clear from here on
+    clock.t += 4.9
+    a.control_step(False)
+    assert hw.current_clock_mhz(0) == 1980
+    clock.t += 0.1
+    a.control_step(False)
+    assert hw.current_clock_mhz(0) == 1200
+    a.sink.flush()
+    with store.engine.connect() as c:
+        [(reason, dur)] = c.execute(select(AgentEvent.reason, AgentEvent.duration_s).where(AgentEvent.kind == "override")).all()
+    assert reason == "past_predicted" and dur == pytest.approx(8.0)
+
+
+def test_command_executor_gets_change_on_stdin_and_failures_are_reported(tmp_path, store):
+    import sys
+
+    from dynamo_pipeline.agent.executor import CommandExecutor, ExecutorWorker
+
+    out = tmp_path / "changes.jsonl"
+    script = f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read() + '\\n')"
+    ok = CommandExecutor(f"{sys.executable} -c \"{script}\"")
+    bad = CommandExecutor(f"{sys.executable} -c \"import sys; sys.exit('engine refused')\"")
+    seen = []
+    w = ExecutorWorker(ok, lambda c, e: seen.append(e))
+    w.submit({"action": "start", "instance_id": "i1", "tp": 4, "gpu_ids": [0, 1, 2, 3]})
+    w.close(10)
+    w2 = ExecutorWorker(bad, lambda c, e: seen.append(e))
+    w2.submit({"action": "stop", "instance_id": "i1"})
+    w2.close(10)
+    assert json.loads(out.read_text())["instance_id"] == "i1"
+    assert seen[0] is None and "engine refused" in seen[1]
+
+
+def test_agent_command_does_not_import_heavy_libraries(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv=['dynamo','--db','sqlite:///x.db','agent','run','--help'];"
+            "import dynamo_pipeline.cli, dynamo_pipeline.agent.build, dynamo_pipeline.hardware;"
+            "print(','.join(m for m in ('pandas','sklearn','airflow','prophet','pulp') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""

@@ -9,6 +9,7 @@ telemetry sink and PostgreSQL, closes it for a while, and checks every event arr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from dynamo_pipeline.agent import agents_acknowledged
@@ -150,7 +151,6 @@ def test_store_outage_buffers_telemetry_then_flushes_exactly_once(pg_url, tmp_pa
         # a batch whose commit landed although the agent saw an error: it sits in the spool AND the store
         spooled_line = (tmp_path / "spool.jsonl").read_text().splitlines()[0]
         with direct.engine.begin() as c:
-            import json
             row = json.loads(spooled_line)
             row.pop("table")
             c.execute(AgentEvent.__table__.insert(), [row])

@@ -19,7 +19,8 @@ from dynamo_pipeline.store.tables.agent import AgentAck
 
 @dataclass(frozen=True)
 class AckResult:
-    """``ok`` when every node applied ``version``; ``rejected`` maps node → reason."""
+    """``ok`` when every node applied ``version``; ``rejected`` maps node → reason for every node
+    that refused it (``rejected``) or could not set its clocks (``error``)."""
 
     version: int
     applied: frozenset[str]
@@ -52,7 +53,7 @@ def agents_acknowledged(store: Store, version: int, nodes: Iterable[str], timeou
     while True:
         rows = acks_frame(store, version)
         applied = frozenset(r["node"] for r in rows if r["status"] == "applied") & want
-        rejected = {r["node"]: r["detail"] or "" for r in rows if r["status"] == "rejected" and r["node"] in want}
+        rejected = {r["node"]: r["detail"] or "" for r in rows if r["status"] != "applied" and r["node"] in want}
         missing = want - applied - rejected.keys()
         waited = time.monotonic() - t0
         if not missing or waited >= timeout_s:

@@ -69,6 +69,7 @@ class _InstanceState:
     policy: ClockPolicy
     energy0_j: float | None = None
     window_start_s: float = 0.0
+    dirty: bool = False  # the last clock setting failed on some GPU: retried every control step
 
 
 @dataclass
@@ -176,6 +177,7 @@ class Agent:
                     except KeyError:
                         pass
         load = self.last_sample.load_rps if self.last_sample else math.nan
+        failed = 0
         for inst in new:
             prev = self.instances.get(inst.instance_id)
             pol = ClockPolicy(inst, self._top_clock(inst), self.params)
@@ -186,7 +188,7 @@ class Agent:
             self.instances[inst.instance_id] = st
             target = pol.top_clock_mhz if pol.override is not None else pol.initial_clock(load)
             pol.current_mhz, pol.last_change_s = target, now
-            self._set_clocks(st, target, sched.version, reason="schedule")
+            failed += not self._set_clocks(st, target, sched.version, reason="schedule")
         used = {g for i in new for g in i.gpu_ids}
         for g in sorted(self.locked - used):
             if self.hw.reset(g):
@@ -198,7 +200,10 @@ class Agent:
         self.metrics.version.set(sched.version)
         self.metrics.stale.set(0)
         self.status.stale = False
-        self.sink.ack(sched.version, "applied", f"{len(new)} instances")
+        if failed:  # the schedule stands (retried every step), but the planner must know
+            self.sink.ack(sched.version, "error", f"{failed} of {len(new)} instances: clocks not set ({self.status.last_error})"[:4000])
+        else:
+            self.sink.ack(sched.version, "applied", f"{len(new)} instances")
         self._flush_wake.set()
 
     def _set_clocks(self, st: _InstanceState, mhz: int, version: int | None, reason: str) -> bool:
@@ -210,6 +215,7 @@ class Agent:
                     self.on_clock_set(g, mhz)
             else:
                 ok = False
+        st.dirty = not ok
         self.metrics.clock.labels(self.node, st.instance.instance_id).set(mhz)
         self.metrics.clock_changes.inc()
         self.sink.event("applied", version=version, instance_id=st.instance.instance_id, clock_mhz=mhz,
@@ -237,7 +243,8 @@ class Agent:
                 self.metrics.overrides.labels(self.node, r.split(":")[0]).inc()
             self.metrics.fast.labels(self.node, st.instance.instance_id).set(1)
         if d.clock_mhz is not None:
-            self._set_clocks(st, d.clock_mhz, v, "fast_path" if st.policy.override else "load")
+            why = "retry" if st.dirty else "fast_path" if st.policy.override else "load"
+            self._set_clocks(st, d.clock_mhz, v, why)
         if d.ended is not None:
             self.metrics.fast.labels(self.node, st.instance.instance_id).set(0)
             self.sink.event("override", version=v, instance_id=st.instance.instance_id,
@@ -255,8 +262,15 @@ class Agent:
         now = self.clock()
         if self._check_stale(now):
             return
+        was_dirty = any(st.dirty for st in self.instances.values())
         for st in self.instances.values():
-            self._act(st, st.policy.step(now, self.last_sample, self._forced(st.instance.instance_id)))
+            d = st.policy.step(now, self.last_sample, self._forced(st.instance.instance_id))
+            if d.clock_mhz is None and st.dirty and st.policy.current_mhz is not None:
+                d.clock_mhz = st.policy.current_mhz  # a GPU that refused the clock earlier: try again
+            self._act(st, d)
+        if was_dirty and self.schedule is not None and not any(st.dirty for st in self.instances.values()):
+            self.sink.ack(self.schedule.version, "applied", f"{len(self.instances)} instances (after retrying the clocks)")
+            self._flush_wake.set()
 
     def _check_stale(self, now: float) -> bool:
         if self.schedule is None:

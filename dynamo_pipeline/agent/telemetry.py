@@ -2,7 +2,8 @@
 
 Events (``agent_events``) and acks (``agent_acks``) are queued in memory with ids chosen here
 (a random 128-bit id per event; ``(node, version)`` per ack). :meth:`TelemetrySink.flush` writes the
-local spool (if any) and the queue in one transaction with *insert … on conflict do nothing*, then
+local spool (if any) and the queue with *insert … on conflict do nothing* (acks: *do update*, so the
+latest status of a version stands), then
 empties the spool. When the store cannot be reached the queue is appended to the spool — a local
 JSONL file, one record a line, fsynced — and retried at the next flush. Because every row carries
 its idempotency key, a batch written twice (a commit that landed before its acknowledgement was
@@ -32,13 +33,20 @@ def now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-def _insert_ignore(store: Store, table, rows: list[dict]) -> None:
+def _insert(store: Store, table, rows: list[dict], update: tuple[str, ...] = ()) -> None:
+    """Insert ``rows``; on a key already present do nothing, or overwrite the ``update`` columns."""
     if store.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    if update:
+        stmt = stmt.on_conflict_do_update(index_elements=[c.name for c in table.primary_key.columns],
+                                          set_={c: stmt.excluded[c] for c in update})
+    else:
+        stmt = stmt.on_conflict_do_nothing()
     with store.engine.begin() as c:
-        c.execute(insert(table).on_conflict_do_nothing(), rows)
+        c.execute(stmt, rows)
 
 
 class TelemetrySink:
@@ -120,14 +128,16 @@ class TelemetrySink:
                 return True
             try:
                 events = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == "event"]
-                acks = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == "ack"]
+                # an ack's latest word stands (error -> applied after a retry): one row per key, the last
+                acks = list({(r["node"], r["version"]): {k: v for k, v in r.items() if k != "table"}
+                             for r in rows if r["table"] == "ack"}.values())
                 for r in events:
                     for c in _EVENT_COLS:
                         r.setdefault(c, None)
                 if events:
-                    _insert_ignore(self.store, AgentEvent.__table__, events)
+                    _insert(self.store, AgentEvent.__table__, events)
                 if acks:
-                    _insert_ignore(self.store, AgentAck.__table__, acks)
+                    _insert(self.store, AgentAck.__table__, acks, update=("status", "at_us", "detail"))
             except (SQLAlchemyError, OSError) as e:
                 self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 if batch:

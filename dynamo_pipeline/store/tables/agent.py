@@ -15,13 +15,14 @@ from dynamo_pipeline.store.tables.base import Base
 
 
 class AgentAck(Base):
-    """Node ``node`` applied (``status='applied'``) or rejected schedule ``version``."""
+    """Node ``node`` applied (``status='applied'``), rejected (``'rejected'``) or could not set the
+    clocks of (``'error'``, the agent keeps retrying) schedule ``version``."""
 
     __tablename__ = "agent_acks"
 
     node: Mapped[str] = mapped_column(String(128), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))  # applied | rejected
+    status: Mapped[str] = mapped_column(String(16))  # applied | rejected | error
     at_us: Mapped[int] = mapped_column(BigInteger, index=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
