@@ -376,3 +376,20 @@ def test_agent_command_does_not_import_heavy_libraries(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_store_source_reads_schedules_the_planner_published(tmp_path, store):
+    from dynamo_pipeline.agent.source import StoreSource
+    from dynamo_pipeline.schedules.store import publish_to_store
+
+    publish_to_store(store, sign(make_schedule(1, ["n1"], planned=1200), KEY))
+    publish_to_store(store, sign(make_schedule(2, ["n1"], planned=1410), KEY))
+    a, hw = make_agent(tmp_path, store)
+    a.source = StoreSource(store.url)
+    a.poll_schedule()  # first read: the newest only
+    assert a.schedule.version == 2 and hw.current_clock_mhz(0) == 1410
+    publish_to_store(store, sign(make_schedule(3, ["n1"], planned=1800), KEY))
+    a.poll_schedule()
+    assert a.schedule.version == 3 and hw.current_clock_mhz(0) == 1800
+    assert list(a.source.documents()) == []  # nothing new: nothing re-read
+    a.source.store.dispose()

@@ -1,7 +1,7 @@
 """Agents as separate processes against one PostgreSQL store, and telemetry across a store outage.
 
-The fleet test starts 8 ``python -m dynamo_pipeline agent run --backend sim`` processes, publishes a
-signed schedule into their directory source, and measures from the store's ``agent_acks`` that
+The fleet test starts 8 ``python -m dynamo_pipeline agent run --backend sim --source store``
+processes, publishes a signed schedule to the store (the planner's ``publish_to_store``), and measures from the store's ``agent_acks`` that
 every node applied it within 2 s; then a second schedule replaces it; SIGTERM stops each one
 cleanly (clocks reset, recorded in its telemetry). The outage test puts a TCP proxy between an agent's
 telemetry sink and PostgreSQL, closes it for a while, and checks every event arrives exactly once.
@@ -27,7 +27,9 @@ from dynamo_pipeline.agent import agents_acknowledged
 from dynamo_pipeline.agent.telemetry import TelemetrySink
 from dynamo_pipeline.store import open_store, upgrade
 from dynamo_pipeline.store.tables.agent import AgentAck, AgentEvent
-from tests.agent_schedules import KEY, make_schedule, publish
+from dynamo_pipeline.schedules.schema import sign
+from dynamo_pipeline.schedules.store import publish_to_store
+from tests.agent_schedules import KEY, make_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 N_AGENTS = 8
@@ -37,13 +39,11 @@ N_AGENTS = 8
 def test_eight_agents_apply_published_schedules_within_2s(pg_url, tmp_path):
     upgrade(pg_url)
     store = open_store(pg_url)
-    sched_dir = tmp_path / "sched"
-    sched_dir.mkdir()
     nodes = [f"gpu-{i:02d}" for i in range(N_AGENTS)]
     env = {**os.environ, "DYNAMO_SCHEDULE_KEY": KEY.decode(), "DYNAMO_AGENT__POLL_S": "0.1",
            "DYNAMO_AGENT__FLUSH_S": "0.5", "DYNAMO_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-m", "dynamo_pipeline", "--db", pg_url, "agent", "run", "--node", n,
-                               "--backend", "sim", "--source", "dir", "--dir", str(sched_dir), "--port", "0"],
+                               "--backend", "sim", "--source", "store", "--port", "0"],
                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in nodes]
     try:
@@ -52,11 +52,11 @@ def test_eight_agents_apply_published_schedules_within_2s(pg_url, tmp_path):
             line = p.stderr.readline()
             assert "healthz" in line, line + p.stderr.read()
         t0 = time.monotonic()
-        publish(sched_dir, make_schedule(1, nodes, planned=1410))
+        publish_to_store(store, sign(make_schedule(1, nodes, planned=1410), KEY))
         r1 = agents_acknowledged(store, 1, nodes, timeout_s=10, poll_s=0.05)
         assert r1.ok, r1
         assert r1.waited_s <= 2.0, f"slowest node acked after {r1.waited_s:.2f} s"
-        publish(sched_dir, make_schedule(2, nodes, planned=1800))
+        publish_to_store(store, sign(make_schedule(2, nodes, planned=1800), KEY))
         r2 = agents_acknowledged(store, 2, nodes, timeout_s=10, poll_s=0.05)
         assert r2.ok and r2.waited_s <= 2.0, r2
         with store.engine.connect() as c:

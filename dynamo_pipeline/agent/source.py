@@ -8,7 +8,8 @@ kept small and keyed by name in :data:`SOURCES` so the planner's own reader can 
   half-written newer file never hides the last good one. Files are re-read only when their size or
   mtime changes.
 * ``http``: one URL that serves the current signed schedule (``ETag`` respected).
-* ``store``: the planner's published-schedules table, through ``dynamo_pipeline.schedules.store``.
+* ``store``: the planner's published-schedules table (``schedules``), newest version first, then
+  every version published after it.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class HttpSource:
 
 
 class StoreSource:
-    """The newest published schedule in the store (the planner's ``schedules.store`` reader)."""
+    """Published schedules in the store's ``schedules`` table (written by the planner's
+    ``dynamo_pipeline.schedules.store.publish_to_store``). The first read takes the newest version;
+    later reads take every version above the newest seen, so each document is checked once."""
 
     name = "store"
 
@@ -140,17 +143,20 @@ class StoreSource:
         self._last_version = 0
 
     def documents(self) -> Iterable[tuple[str, bytes]]:
-        try:
-            from dynamo_pipeline.schedules import store as published  # the planner's reader
-        except ImportError as e:
-            raise RuntimeError(
-                "the store source needs the planner's schedule publishing (dynamo_pipeline.schedules.store); "
-                "use --source dir or --source http until it is merged"
-            ) from e
-        docs = published.signed_documents_since(self.store, self._last_version)
-        if docs:
-            self._last_version = max(v for v, _ in docs)
-        return [(f"store:v{v}", text.encode() if isinstance(text, str) else text) for v, text in docs]
+        from sqlalchemy import select
+
+        from dynamo_pipeline.store.tables.planning import ScheduleRow
+
+        q = select(ScheduleRow.version, ScheduleRow.document)
+        if self._last_version:
+            q = q.where(ScheduleRow.version > self._last_version).order_by(ScheduleRow.version)
+        else:
+            q = q.order_by(ScheduleRow.version.desc()).limit(1)
+        with self.store.engine.connect() as c:
+            rows = c.execute(q).all()
+        if rows:
+            self._last_version = max(v for v, _ in rows)
+        return [(f"store:schedules/v{v}", doc.encode()) for v, doc in rows]
 
 
 SOURCES: dict[str, Callable[..., object]] = {"dir": DirSource, "http": HttpSource, "store": StoreSource}

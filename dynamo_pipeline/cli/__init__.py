@@ -57,7 +57,7 @@ def _register() -> None:
     if _subcommand(sys.argv[1:]) == "agent":
         from dynamo_pipeline.cli import agent  # noqa: F401
         return
-    from dynamo_pipeline.cli import db, ingest, profile  # noqa: F401  (each module adds its commands to main)
+    from dynamo_pipeline.cli import db, ingest, plan, profile  # noqa: F401  (each module adds its commands to main)
     from dynamo_pipeline.cli import agent  # noqa: F401, E402
 
 

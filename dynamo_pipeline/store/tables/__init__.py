@@ -2,6 +2,7 @@
 
 from dynamo_pipeline.store.tables.base import Base
 from dynamo_pipeline.store.tables import ingest, profiles  # noqa: F401  (registers tables)
+from dynamo_pipeline.store.tables import planning  # noqa: F401
 from dynamo_pipeline.store.tables import agent  # noqa: F401
 
 metadata = Base.metadata

@@ -1,7 +1,7 @@
 """node agent acks and telemetry events
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0002, 0004
 Create Date: 2026-11-24 15:31:50.517848
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0005'
-down_revision = '0002'
+down_revision = ('0002', '0004')  # merges the branches present here; the integrator re-chains
 branch_labels = None
 depends_on = None
 
