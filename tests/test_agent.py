@@ -393,3 +393,30 @@ def test_store_source_reads_schedules_the_planner_published(tmp_path, store):
     assert a.schedule.version == 3 and hw.current_clock_mhz(0) == 1800
     assert list(a.source.documents()) == []  # nothing new: nothing re-read
     a.source.store.dispose()
+
+
+def test_agent_settings_from_env_and_bad_values_name_the_key(monkeypatch):
+    from dynamo_pipeline.config import ConfigError, load_settings
+
+    monkeypatch.setenv("DYNAMO_AGENT__TICK_S", "2.5")
+    assert load_settings().agent.tick_s == 2.5
+    with pytest.raises(ConfigError, match="agent.source"):
+        load_settings(agent={"source": "ftp"})
+
+
+def test_cli_agent_acks_reports_missing_and_rejected_nodes(tmp_path, store):
+    from click.testing import CliRunner
+
+    from dynamo_pipeline.cli import main
+
+    sink = TelemetrySink(store, "n1", tmp_path / "s.jsonl")
+    sink.ack(5, "applied")
+    sink.flush()
+    s2 = TelemetrySink(store, "n2", tmp_path / "s2.jsonl")
+    s2.ack(5, "rejected", "other_node: not named")
+    s2.flush()
+    r = CliRunner().invoke(main, ["--db", store.url, "agent", "acks", "5", "--nodes", "n1,n2,n3"])
+    assert r.exit_code == 1 and "applied 1, rejected 1, missing 1" in r.output
+    assert "rejected by n2: other_node" in r.output and "no answer from n3" in r.output
+    r = CliRunner().invoke(main, ["--db", store.url, "agent", "acks", "5", "--nodes", "n1"])
+    assert r.exit_code == 0, r.output
