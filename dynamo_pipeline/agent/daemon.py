@@ -118,6 +118,8 @@ class Agent:
 
     # -- errors and reports -----------------------------------------------------------------
     def _hw_error(self, what: str, e: BaseException) -> None:
+        """Count and report a failure (hardware or an unexpected error in a loop step), at most one
+        event per 10 s."""
         self.metrics.hw_errors.inc()
         self.status.last_error = f"{what}: {type(e).__name__}: {e}"
         now = self.clock()
@@ -341,7 +343,7 @@ class Agent:
         while not self._stop.is_set():
             now = self.clock()
             if now >= next_poll:
-                self.poll_schedule()
+                self._guarded("schedule poll", self.poll_schedule)
                 next_poll = now + self.cfg.poll_s
             scrape = False
             if now >= next_fast:
@@ -349,16 +351,23 @@ class Agent:
                 next_fast = now + self.cfg.fast_tick_s
             if now >= next_tick or scrape or self._wake.is_set():
                 self._wake.clear()
-                self.control_step(scrape)
+                self._guarded("control step", self.control_step, scrape)
                 next_tick = now + self.cfg.tick_s
             if now >= next_window:
-                self.telemetry_window()
+                self._guarded("telemetry window", self.telemetry_window)
                 next_window = now + self.cfg.telemetry_window_s
             nxt = min(next_poll, next_tick, next_window, next_fast if self.engine is not None else math.inf)
             self._wake.wait(max(0.0, nxt - self.clock()))
         self.shutdown()
         self._flush_wake.set()
         flusher.join(timeout=5)
+
+    def _guarded(self, what: str, fn, *args) -> None:
+        """Run one step of the loop; an unexpected error is reported and the loop goes on."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the daemon outlives a bad step; the next one retries
+            self._hw_error(what, e)
 
     def stop(self, *_args) -> None:
         self._stop.set()
