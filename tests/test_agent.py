@@ -164,6 +164,7 @@ class FakeNVML:
 
     def __init__(self):
         self.broken = True
+        self.clocks_broken = False
         self.locked = {}
 
     def nvmlInit(self): pass
@@ -174,7 +175,10 @@ class FakeNVML:
     def nvmlDeviceGetUUID(self, h): return f"GPU-{h}"
     def nvmlDeviceGetMemoryInfo(self, h): return type("M", (), {"total": 80 << 30})()
     def nvmlDeviceGetSupportedMemoryClocks(self, h): return [2619]
-    def nvmlDeviceGetSupportedGraphicsClocks(self, h, mem): return list(range(1980, 200, -15))
+    def nvmlDeviceGetSupportedGraphicsClocks(self, h, mem):
+        if self.clocks_broken:
+            raise self.NVMLError(999)  # unknown error
+        return list(range(1980, 200, -15))
     def nvmlDeviceGetPowerUsage(self, h): return 350_000
     def nvmlDeviceGetTotalEnergyConsumption(self, h): return 1_000_000
 
@@ -420,3 +424,15 @@ def test_cli_agent_acks_reports_missing_and_rejected_nodes(tmp_path, store):
     assert "rejected by n2: other_node" in r.output and "no answer from n3" in r.output
     r = CliRunner().invoke(main, ["--db", store.url, "agent", "acks", "5", "--nodes", "n1"])
     assert r.exit_code == 0, r.output
+
+
+def test_schedule_checked_again_when_nvml_cannot_list_clocks_not_rejected(tmp_path, store):
+    nv = FakeNVML()
+    nv.broken, nv.clocks_broken = False, True
+    a, _ = make_agent(tmp_path, store, backend=NvmlBackend(nvml=nv))
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1410))
+    a.poll_schedule()
+    assert a.schedule is None and a.status.rejected == 0 and a.hw.errors >= 1
+    nv.clocks_broken = False
+    a.poll_schedule()  # the file did not change; the deferred document is checked again
+    assert a.schedule.version == 1 and nv.locked[0] == 1410

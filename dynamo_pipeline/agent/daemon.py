@@ -38,7 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dynamo_pipeline.agent.engine_metrics import EngineMetricsReader, EngineSample
 from dynamo_pipeline.agent.executor import ExecutorWorker, diff_instances
-from dynamo_pipeline.agent.hw import ClockBackend, GuardedBackend
+from dynamo_pipeline.agent.hw import ClockBackend, GuardedBackend, HardwareUnavailable
 from dynamo_pipeline.agent.policy import ClockPolicy, Decision, PolicyParams
 from dynamo_pipeline.agent.source import Rejected, check_schedule
 from dynamo_pipeline.agent.telemetry import TelemetrySink
@@ -114,6 +114,7 @@ class Agent:
         self._signal_lock = threading.Lock()
         self._flush_wake = threading.Event()
         self._last_hw_report = -math.inf
+        self._deferred: list[tuple[str, bytes]] = []  # documents whose clocks could not be checked yet
         self.on_clock_set: Callable[[int, int], None] | None = None  # hook for the benchmark
 
     # -- errors and reports -----------------------------------------------------------------
@@ -141,11 +142,11 @@ class Agent:
 
     # -- schedules ----------------------------------------------------------------------------
     def poll_schedule(self) -> None:
+        docs, self._deferred = self._deferred, []
         try:
-            docs = list(self.source.documents())
+            docs += list(self.source.documents())
         except Exception as e:  # noqa: BLE001 - a source that is down keeps the last good schedule
             self.status.last_error = f"schedule source: {type(e).__name__}: {e}"
-            return
         best: Schedule | None = None
         for origin, text in docs:
             try:
@@ -153,13 +154,19 @@ class Agent:
             except Rejected as r:
                 self._reject(r.rejection)
                 continue
+            except HardwareUnavailable:  # cannot check the clocks now: check this document again next poll
+                self._deferred.append((origin, text))
+                continue
             if (self.schedule is None or s.version > self.schedule.version) and (best is None or s.version > best.version):
                 best = s
         if best is not None:
             self.apply(best)
 
     def _top_clock(self, inst: Instance) -> int:
-        tops = [c[0] for g in inst.gpu_ids if (c := self.hw.supported_clocks_mhz(g))]
+        try:
+            tops = [c[0] for g in inst.gpu_ids if (c := self.hw.supported_clocks_mhz(g))]
+        except HardwareUnavailable:
+            tops = []
         return min(tops) if tops else max(inst.fallback_clock_mhz, *(b.clock_mhz for b in inst.clock_table))
 
     def apply(self, sched: Schedule) -> None:

@@ -12,6 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from dynamo_pipeline.hardware.base import GPUNotFoundError
+
+
+class HardwareUnavailable(RuntimeError):
+    """The backend could not answer now (a driver error); the caller should try again later."""
+
 
 class ClockBackend(Protocol):
     """The part of ``GPUBackend`` the agent calls."""
@@ -42,16 +48,19 @@ class GuardedBackend:
             self.on_error(what, e)
             return None
 
-    def gpu_indices(self) -> list[int] | None:
-        gpus = self._call("list_gpus", self.backend.list_gpus)
-        return None if gpus is None else [g.index for g in gpus]
-
     def supported_clocks_mhz(self, index: int) -> list[int] | None:
-        """Cached per GPU once read successfully (the list does not change while the node runs)."""
+        """Supported clocks, highest first, cached per GPU once read (the list does not change while
+        the node runs); ``None`` when the node has no such GPU; :class:`HardwareUnavailable` when
+        the driver failed to answer (so a schedule is checked again later, not rejected)."""
         if index not in self._clocks:
-            got = self._call(f"supported_clocks_mhz({index})", self.backend.supported_clocks_mhz, index)
-            if got is None:
+            try:
+                got = self.backend.supported_clocks_mhz(index)
+            except GPUNotFoundError:
                 return None
+            except Exception as e:  # noqa: BLE001 - the daemon must outlive any driver error
+                self.errors += 1
+                self.on_error(f"supported_clocks_mhz({index})", e)
+                raise HardwareUnavailable(str(e)) from e
             self._clocks[index] = sorted(got, reverse=True)
         return self._clocks[index]
 
