@@ -154,7 +154,8 @@ class AgentConfig(_Strict):
     poll_s: float = Field(1.0, gt=0, description="how often the schedule source is read")
     tick_s: float = Field(5.0, gt=0, description="how often the engine's metrics are read and a clock picked")
     fast_tick_s: float = Field(0.05, gt=0, description="how often fast-path signals (queue, latency) are checked")
-    metrics_url: str = Field("", description="the serving engine's Prometheus endpoint, e.g. http://127.0.0.1:8000/metrics")
+    metrics_url: str = Field("", description="the serving engine's Prometheus endpoint, e.g. http://127.0.0.1:8000/metrics; "
+                             "{instance_id} / {first_gpu} placeholders give each instance its own engine")
     min_clock_change_s: float = Field(30.0, ge=0, description="least time between two load-driven clock changes")
     down_hysteresis: float = Field(0.15, ge=0, lt=1, description="load must fall this fraction below a band before stepping down")
     down_hold_s: float = Field(15.0, ge=0, description="a lower clock must be indicated this long before stepping down")

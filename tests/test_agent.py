@@ -436,3 +436,14 @@ def test_schedule_checked_again_when_nvml_cannot_list_clocks_not_rejected(tmp_pa
     nv.clocks_broken = False
     a.poll_schedule()  # the file did not change; the deferred document is checked again
     assert a.schedule.version == 1 and nv.locked[0] == 1410
+
+
+def test_engine_readers_per_instance_from_url_template():
+    from dynamo_pipeline.agent.build import engine_readers
+
+    insts = make_schedule(1, ["n1", "n2"]).instances_on("n1") + make_schedule(1, ["n2"]).instances_on("n2")
+    of = engine_readers("http://127.0.0.1:80{first_gpu:02d}/{instance_id}/metrics")
+    assert of(insts[0]).url == "http://127.0.0.1:8000/n1-a/metrics"
+    assert of(insts[0]) is of(insts[0]) and of(insts[1]).url.endswith("/n2-a/metrics")
+    shared = engine_readers("http://127.0.0.1:8000/metrics")
+    assert shared.url == "http://127.0.0.1:8000/metrics"

@@ -70,6 +70,7 @@ class _InstanceState:
     energy0_j: float | None = None
     window_start_s: float = 0.0
     dirty: bool = False  # the last clock setting failed on some GPU: retried every control step
+    sample: EngineSample | None = None  # what this instance's engine said at the last scrape
 
 
 @dataclass
@@ -83,10 +84,13 @@ class AgentStatus:
 
 
 class Agent:
-    """One node's agent. ``clock`` is the monotonic clock (tests and the benchmark may pass their own)."""
+    """One node's agent. ``engine``: one metrics reader for the node, or a function giving each
+    instance its own (one vLLM server per instance). ``clock`` is the monotonic clock (tests and
+    the benchmark may pass their own)."""
 
     def __init__(self, node: str, backend: ClockBackend, source, sink: TelemetrySink, executor,
-                 cfg: AgentConfig, slo: SLOConfig, key: bytes, engine: EngineMetricsReader | None = None,
+                 cfg: AgentConfig, slo: SLOConfig, key: bytes,
+                 engine: EngineMetricsReader | Callable[[Instance], EngineMetricsReader] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], datetime] | None = None):
         self.node, self.cfg, self.key = node, cfg, key
         self.source, self.sink, self.engine = source, sink, engine
@@ -185,15 +189,16 @@ class Agent:
                         g.remove(self.node, iid)
                     except KeyError:
                         pass
-        load = self.last_sample.load_rps if self.last_sample else math.nan
         failed = 0
         for inst in new:
             prev = self.instances.get(inst.instance_id)
             pol = ClockPolicy(inst, self._top_clock(inst), self.params)
+            sample = prev.sample if prev is not None else None
+            load = sample.load_rps if sample is not None else math.nan
             if prev is not None and prev.instance.gpu_ids == inst.gpu_ids:
                 pol.current_mhz, pol.last_change_s = prev.policy.current_mhz, prev.policy.last_change_s
                 pol.override, pol.clear_since_s = prev.policy.override, prev.policy.clear_since_s
-            st = _InstanceState(inst, pol, window_start_s=now)
+            st = _InstanceState(inst, pol, window_start_s=now, sample=sample)
             self.instances[inst.instance_id] = st
             target = pol.top_clock_mhz if pol.override is not None else pol.initial_clock(load)
             pol.current_mhz, pol.last_change_s = target, now
@@ -263,17 +268,23 @@ class Agent:
     def control_step(self, scrape: bool) -> None:
         """Step every policy (after a fresh engine scrape when ``scrape``)."""
         if scrape and self.engine is not None:
-            try:
-                self.last_sample = self.engine.read()
-            except Exception as e:  # noqa: BLE001 - an engine that is down: keep the clock, say so
-                self.status.last_error = f"engine metrics: {type(e).__name__}: {e}"
-                self.last_sample = None
+            samples: dict[int, EngineSample | None] = {}
+            for st in self.instances.values():
+                reader = self.engine(st.instance) if callable(self.engine) else self.engine
+                if id(reader) not in samples:  # one scrape per endpoint, however many instances share it
+                    try:
+                        samples[id(reader)] = reader.read()
+                    except Exception as e:  # noqa: BLE001 - an engine that is down: keep the clock, say so
+                        self.status.last_error = f"engine metrics {getattr(reader, 'url', '')}: {type(e).__name__}: {e}"
+                        samples[id(reader)] = None
+                st.sample = samples[id(reader)]
+                self.last_sample = st.sample
         now = self.clock()
         if self._check_stale(now):
             return
         was_dirty = any(st.dirty for st in self.instances.values())
         for st in self.instances.values():
-            d = st.policy.step(now, self.last_sample, self._forced(st.instance.instance_id))
+            d = st.policy.step(now, st.sample, self._forced(st.instance.instance_id))
             if d.clock_mhz is None and st.dirty and st.policy.current_mhz is not None:
                 d.clock_mhz = st.policy.current_mhz  # a GPU that refused the clock earlier: try again
             self._act(st, d)
