@@ -106,3 +106,17 @@ def test_quantile_interpolates_like_prometheus():
     assert quantile([(0.1, 50.0), (0.2, 100.0), (math.inf, 100.0)], 0.5) == pytest.approx(0.1)
     assert quantile([(0.1, 0.0), (0.2, 100.0), (math.inf, 100.0)], 0.99) == pytest.approx(0.199)
     assert math.isnan(quantile([], 0.99))
+
+
+def test_reader_measures_load_over_a_sliding_window_not_the_last_scrape(monkeypatch):
+    from dynamo_pipeline.agent import engine_metrics as em
+
+    counts = iter([0, 10, 10, 20, 20, 30, 30, 40])  # 10 arrivals every 2 s, scraped every 1 s
+    times = iter(range(8))
+    r = em.EngineMetricsReader("http://127.0.0.1:1/metrics", window_s=4.0)
+    monkeypatch.setattr(r, "_get", lambda: VLLM.format(waiting=0, t1=0, t2=next(counts)))
+    monkeypatch.setattr(em.time, "monotonic", lambda: float(next(times)))
+    loads = [r.read().load_rps for _ in range(8)]
+    assert math.isnan(loads[0])
+    # a 1 s window would swing between 0 and 10 rps; a 4 s window reads the true 5 rps once full
+    assert loads[4:] == [pytest.approx(5.0)] * 4

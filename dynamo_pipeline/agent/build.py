@@ -14,18 +14,18 @@ from dynamo_pipeline.schedules.schema import Instance, schedule_key
 from dynamo_pipeline.store.db import open_store
 
 
-def engine_readers(url: str):
+def engine_readers(url: str, window_s: float = 5.0):
     """A reader for a node-wide endpoint, or — when ``url`` has ``{instance_id}`` or ``{first_gpu}``
     placeholders, e.g. ``http://127.0.0.1:80{first_gpu:02d}/metrics`` — a function giving each
     instance the reader of its own engine (kept across schedules, so its counters carry on)."""
     if "{" not in url:
-        return EngineMetricsReader(url)
+        return EngineMetricsReader(url, window_s=window_s)
     readers: dict[str, EngineMetricsReader] = {}
 
     def reader_for(inst: Instance) -> EngineMetricsReader:
         u = url.format(instance_id=inst.instance_id, first_gpu=inst.gpu_ids[0])
         if u not in readers:
-            readers[u] = EngineMetricsReader(u)
+            readers[u] = EngineMetricsReader(u, window_s=window_s)
         return readers[u]
 
     return reader_for
@@ -53,5 +53,5 @@ def build_agent(settings: Settings, node: str, backend, executor_log: str | None
         executor = EXECUTORS["http"](cfg.executor_url)
     else:
         executor = EXECUTORS["sim"](executor_log)
-    engine = engine_readers(cfg.metrics_url) if cfg.metrics_url else None
+    engine = engine_readers(cfg.metrics_url, window_s=cfg.tick_s) if cfg.metrics_url else None
     return Agent(node, backend, source, sink, executor, cfg, settings.slo, key, engine)

@@ -1,11 +1,11 @@
 """Observed load and latency from the serving engine's own Prometheus endpoint (vLLM's names).
 
-The agent reads, every few seconds, the gauges ``vllm:num_requests_running`` and
-``vllm:num_requests_waiting`` and the histograms ``vllm:time_to_first_token_seconds`` and
-``vllm:time_per_output_token_seconds``. Between two reads it takes the *difference* of each
-histogram's cumulative buckets, so the P99 it reports is the P99 of the requests seen in that
-interval (not since the engine started), and the increase of the TTFT histogram's ``_count`` over
-the interval gives the arrival rate (every admitted request gets exactly one first token).
+The agent reads the gauges ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` and the
+histograms ``vllm:time_to_first_token_seconds`` and ``vllm:time_per_output_token_seconds``. Against
+a scrape from about ``window_s`` earlier it takes the *difference* of each histogram's cumulative
+buckets, so the P99 it reports is the P99 of the requests of that window (not since the engine
+started), and the increase of the TTFT histogram's ``_count`` over the window gives the arrival
+rate (every admitted request gets exactly one first token).
 A gauge ``dynamo:requests_past_predicted_length`` (the gateway or a sidecar may export it; absent
 means 0) carries the third fast-path signal. Labels (``model_name`` …) are summed over.
 
@@ -18,6 +18,7 @@ import http.client
 import math
 import time
 import urllib.parse
+from collections import deque
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -115,12 +116,15 @@ def sample(new: Scrape, old: Scrape | None, q: float = 0.99) -> EngineSample:
 
 
 class EngineMetricsReader:
-    """Scrapes ``url`` (one kept-alive HTTP connection) and returns the interval since the
-    previous scrape."""
+    """Scrapes ``url`` (one kept-alive HTTP connection). Each read returns the gauges as they are
+    now and the arrival rate and latency P99s over the last ``window_s`` (a sliding window of past
+    scrapes), so frequent scrapes for the fast path do not make the load estimate noisy."""
 
-    def __init__(self, url: str, timeout_s: float = 1.0):
+    def __init__(self, url: str, timeout_s: float = 1.0, window_s: float = 5.0):
         self.url = url
         self.timeout_s = timeout_s
+        self.window_s = window_s
+        self._past: deque[Scrape] = deque()
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"engine metrics URL {url!r} must be http(s)://HOST[:PORT]/PATH")
@@ -128,7 +132,6 @@ class EngineMetricsReader:
         self._host, self._port = u.hostname, u.port
         self._path = (u.path or "/metrics") + (f"?{u.query}" if u.query else "")
         self._conn: http.client.HTTPConnection | None = None
-        self._last: Scrape | None = None
 
     def _get(self) -> str:
         for attempt in (0, 1):
@@ -150,8 +153,10 @@ class EngineMetricsReader:
 
     def read(self) -> EngineSample:
         """One scrape; raises ``OSError`` when the engine does not answer."""
-        text = self._get()
-        new = parse(text)
-        s = sample(new, self._last)
-        self._last = new
+        new = parse(self._get())
+        # base: the newest past scrape at least window_s old (or the oldest there is)
+        while len(self._past) > 1 and new.at_s - self._past[1].at_s >= self.window_s:
+            self._past.popleft()
+        s = sample(new, self._past[0] if self._past else None)
+        self._past.append(new)
         return s
