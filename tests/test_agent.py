@@ -447,3 +447,15 @@ def test_engine_readers_per_instance_from_url_template():
     assert of(insts[0]) is of(insts[0]) and of(insts[1]).url.endswith("/n2-a/metrics")
     shared = engine_readers("http://127.0.0.1:8000/metrics")
     assert shared.url == "http://127.0.0.1:8000/metrics"
+
+
+def test_schedule_published_ahead_waits_for_its_window(tmp_path, store):
+    a, hw = make_agent(tmp_path, store)
+    publish(tmp_path / "sched", make_schedule(1, ["n1"], planned=1200))
+    start = datetime.now(timezone.utc) + timedelta(minutes=5)
+    publish(tmp_path / "sched", make_schedule(2, ["n1"], planned=1800, valid_from=start))
+    a.poll_schedule()
+    assert a.schedule.version == 1 and hw.current_clock_mhz(0) == 1200
+    a.wall = lambda: start + timedelta(seconds=1)
+    a.poll_schedule()  # no file changed: the pending version starts on time
+    assert a.schedule.version == 2 and hw.current_clock_mhz(0) == 1800

@@ -7,8 +7,9 @@ loop (:meth:`Agent.run`) sleeps on an event until the next deadline or until som
 
 * every ``poll_s``: read the source; every new document goes through
   :func:`check_schedule`; a rejected one is reported (event + ack ``rejected``) and the last good
-  schedule stays; a newer valid one is applied: instance changes go to the executor, clocks are
-  set, and the ack ``applied`` is flushed to the store right away;
+  schedule stays; the newest valid one whose first window has begun is applied (one published
+  ahead waits for its start): instance changes go to the executor, clocks are set, and the ack
+  ``applied`` is flushed to the store right away;
 * every ``fast_tick_s``: scrape the engine (when a metrics URL is set) and step each policy
   (fast path, clock by load with hysteresis and the minimum interval);
 * past ``stale_after_s`` without a schedule window covering now: top clock, and say so;
@@ -119,6 +120,7 @@ class Agent:
         self._flush_wake = threading.Event()
         self._last_hw_report = -math.inf
         self._deferred: list[tuple[str, bytes]] = []  # documents whose clocks could not be checked yet
+        self._pending: dict[int, Schedule] = {}  # verified schedules whose first window has not begun
         self.on_clock_set: Callable[[int, int], None] | None = None  # hook for the benchmark
 
     # -- errors and reports -----------------------------------------------------------------
@@ -151,7 +153,6 @@ class Agent:
             docs += list(self.source.documents())
         except Exception as e:  # noqa: BLE001 - a source that is down keeps the last good schedule
             self.status.last_error = f"schedule source: {type(e).__name__}: {e}"
-        best: Schedule | None = None
         for origin, text in docs:
             try:
                 s = check_schedule(text, origin, self.node, self.key, self.hw.supported_clocks_mhz)
@@ -161,9 +162,15 @@ class Agent:
             except HardwareUnavailable:  # cannot check the clocks now: check this document again next poll
                 self._deferred.append((origin, text))
                 continue
-            if (self.schedule is None or s.version > self.schedule.version) and (best is None or s.version > best.version):
-                best = s
-        if best is not None:
+            if self.schedule is None or s.version > self.schedule.version:
+                self._pending[s.version] = s
+        # the newest schedule whose first window has begun; later ones wait for their start
+        now = self.wall()
+        due = [v for v, s in self._pending.items() if min(w.start for w in s.valid) <= now]
+        if due:
+            best = self._pending[max(due)]
+            for v in [v for v in self._pending if v <= best.version]:
+                del self._pending[v]
             self.apply(best)
 
     def _top_clock(self, inst: Instance) -> int:
