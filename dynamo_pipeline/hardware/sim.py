@@ -52,11 +52,11 @@ class EngineParams:
     max_batched_tokens: int = 8192  # prefill token budget per iteration
     max_batch: int = 256  # running requests
     # power model (per GPU)
-    busy_static_w: float = 110.0  # clock-independent draw of a busy GPU (leakage, HBM PHY, L2, NVLink)
-    hbm_w: float = 40.0  # at full HBM bandwidth
-    sm_max_w: float = 475.0  # SMs fully busy at the top clock (idle + all parts = 700 W TDP)
-    sm_stall_activity: float = 0.25  # SM activity while stalled on memory, relative to compute
-    voltage_floor: float = 0.60  # V/V_max at and below the knee clock
+    busy_static_w: float = 70.0  # clock-independent draw of a busy GPU (leakage, HBM PHY, L2, NVLink)
+    hbm_w: float = 30.0  # at full HBM bandwidth
+    sm_max_w: float = 525.0  # SMs fully busy at the top clock (idle + all parts = 700 W TDP)
+    sm_stall_activity: float = 0.15  # SM activity while stalled on memory, relative to compute
+    voltage_floor: float = 0.50  # V/V_max at and below the knee clock
     knee_mhz: float = 1600.0
 
 
