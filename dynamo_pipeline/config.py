@@ -115,7 +115,7 @@ class PlannerConfig(_Strict):
     weight_energy: float = Field(1.0, ge=0, description="objective weight per kWh")
     weight_gpu_cost: float = Field(0.0, ge=0, description="objective weight per USD of GPU time")
     weight_carbon: float = Field(0.0, ge=0, description="objective weight per kg CO2")
-    max_changes_per_window: int = Field(8, ge=0, description="instances started or re-sharded per window before a penalty")
+    max_changes_per_window: int = Field(8, ge=0, description="instances started or re-sharded per pool and window; more are staggered")
     pools: int = Field(9, ge=1, le=9, description="number of pools at the cluster level (9 = one per class)")
     pool_interval_s: int = Field(300, ge=60)
     cluster_interval_s: int = Field(1800, ge=300)

@@ -27,9 +27,20 @@ def random_profile(rng: random.Random, classes=("SS", "LL"), tps=(2, 4), clocks=
 
 
 def brute_force(problem: PoolProblem) -> float | None:
+    """Pools with their own budgets are independent: brute force each and add up."""
+    from dynamo_pipeline.planning.solve import split_by_pool
+
+    parts = split_by_pool(problem)
+    if len(parts) == 1:
+        return _brute_force(problem)
+    results = [_brute_force(p) for p in parts]
+    return None if any(r is None for r in results) else sum(results)
+
+
+def _brute_force(problem: PoolProblem) -> float | None:
     """The least objective over every plan that uses SLO-feasible profile cells (all of them, not
     only those the MILP keeps), covers every load and fits the budgets — among those that start at
-    most planner.max_changes_per_window instances when any does (staggering); None when none exists."""
+    most planner.max_changes_per_window instances per pool when any does (staggering); None when none exists."""
     keys = [(p, c, cell) for (p, c) in problem.demand for cell in problem.table.values()
             if cell.cls == c and meets_slo(cell, problem.slo[c])]
     total = sum(problem.budget.values())

@@ -48,7 +48,7 @@ def test_constraints_are_named_after_classes_and_budgets(profile):
     prob = pool_problem(profile, {"SS": 5.0, "LL": 0.5}, settings, {"SS": 16, "LL": 16}, prev={("SS", 8): 1})
     lp = build_pool_model(prob, max_changes=2).lp
     # PuLP writes "[" and "]" as "_" in names (LP-file rules)
-    for name in ("cover_load[SS]", "cover_load[LL]", "gpu_budget[SS]", "gpu_budget[LL]", "max_changes",
+    for name in ("cover_load[SS]", "cover_load[LL]", "gpu_budget[SS]", "gpu_budget[LL]", "max_changes[SS]",
                  "new_gpus[SS]", "started[SS,8]"):
         assert lp.get_constraint_by_name(name.replace("[", "_").replace("]", "_")) is not None, name
 
@@ -145,19 +145,20 @@ def test_no_forecast_falls_back_to_observed_then_constant(profile):
 
 
 def test_change_is_made_only_when_saving_beats_its_cost(profile):
-    """With a slightly lower load, keeping the previous instances wins when starts are expensive."""
+    """Load fell a little: with free reconfiguration the plan is the fresh optimum; when a start costs
+    hours of server power, keeping the previous instances (no starts) is cheaper and is chosen."""
     settings = load_settings()
     first = plan_pool(pool_problem(profile, {"MM": 3.0}, settings, 64))
     prev = first.instances_by_pool_tp()
     cheap = load_settings(hardware={"server_start_s": 0.0}, planner={"reshard_s": 0.0})
-    dear = load_settings(hardware={"server_start_s": 7200.0}, planner={"reshard_s": 600.0})
+    dear = load_settings(hardware={"server_start_s": 7200.0}, planner={"reshard_s": 7200.0})
     lower = {"MM": 2.2}
     free = plan_pool(pool_problem(profile, lower, cheap, 64, prev=prev))
-    costly = plan_pool(pool_problem(profile, lower, dear, 64, prev=prev))
     fresh = plan_pool(pool_problem(profile, lower, cheap, 64))
     assert free.objective == pytest.approx(fresh.objective)
-    assert costly.score.instances_started == 0 or costly.score.reconfiguration < (
-        score_counts(pool_problem(profile, lower, dear, 64, prev=prev), first.counts).operating - costly.score.operating)
+    assert fresh.instances_by_pool_tp() != prev          # the fresh optimum would re-shape the pool
+    costly = plan_pool(pool_problem(profile, lower, dear, 64, prev=prev))
+    assert costly.score.instances_started == 0 and costly.score.reconfiguration == 0
 
 
 def test_changes_above_the_bound_are_staggered_keeping_the_largest_savings(profile):

@@ -15,7 +15,7 @@ Parameters
     σ, ρ     cost of starting one GPU's share of a new instance / of re-sharding one GPU, both
              amortised over the reconfiguration horizon: a change is worth making only when the
              saving it brings over the horizon exceeds its cost
-    K        instances started per window (staggering); the bound is added only when the plan
+    K        instances started per pool and window (staggering); the bound is added only when the plan
              without it starts more than K (see ``solve.plan_pool``)
 
 Variables
@@ -31,7 +31,7 @@ Constraints
     gpu_budget[b]:                    Σ_{p∈P(b)} Σ_{c,k} t_k·n[p,c,k] ≤ G[b]
     started[p,t]:                     u[p,t] ≥ Σ_{c, k: t_k=t} n[p,c,k] − m[p,t]
     new_gpus[p]:                      g[p] ≥ Σ_{c,k} t_k·n[p,c,k] − Σ_t t·m[p,t]
-    max_changes (when staggering):    Σ_{p,t} u[p,t] ≤ K
+    max_changes[p] (when staggering): Σ_t u[p,t] ≤ K
     0 ≤ n[p,c,k] ≤ min(⌊G/t_k⌋, ⌈Λ[p,c]/ℓ_k⌉)   (valid: a plan with more is never cheaper)
     (n = 0 for SLO-infeasible cells: such cells get no variable at all.)
 
@@ -122,6 +122,8 @@ def build_pool_model(problem: PoolProblem, max_changes: int | None = None, name:
             lp.addConstraint(pulp.LpAffineExpression(gpus_by_pool[p] + [(g, -1)]) <= prev_gpus, f"new_gpus[{p}]")
             objective.append((g, max(0.0, sigma - rho)))
         if max_changes is not None:
-            lp.addConstraint(pulp.LpAffineExpression([(u, 1) for u in model.u.values()]) <= max_changes, "max_changes")
+            for p in problem.pools:
+                lp.addConstraint(pulp.LpAffineExpression([(u, 1) for (q, _t), u in model.u.items() if q == p])
+                                 <= max_changes, f"max_changes[{p}]")
     lp.setObjective(pulp.LpAffineExpression(objective))
     return model

@@ -29,7 +29,7 @@ class Score:
     instances: int
     instances_started: float
     new_gpus: float
-    excess_changes: float            # instances started above planner.max_changes_per_window
+    excess_changes: float            # instances started above planner.max_changes_per_window, summed over pools
     gpus_used: dict[str, int] = field(default_factory=dict)
     shortfall_rps: dict[tuple[str, str], float] = field(default_factory=dict)
     slo_violations: list[tuple[str, str, Cell]] = field(default_factory=list)
@@ -78,10 +78,10 @@ def score_counts(problem: PoolProblem, counts: Counts, tol_rps: float = 1e-6) ->
             tps = {t for (q, t) in now if q == p} | {t for (q, t) in problem.prev if q == p}
             ups = {t: max(0, now.get((p, t), 0) - problem.prev.get((p, t), 0)) for t in tps}
             started += sum(ups.values())
+            excess += max(0, sum(ups.values()) - c.max_changes)
             d_gpus = max(0, sum(t * now.get((p, t), 0) for t in tps) - sum(t * problem.prev.get((p, t), 0) for t in tps))
             new += d_gpus
             reconf += c.reshard_per_gpu * sum(t * u for t, u in ups.items()) + max(0.0, c.start_per_gpu - c.reshard_per_gpu) * d_gpus
-        excess = max(0.0, started - c.max_changes)
     carbon_g = energy_j / 3.6e6 * c.carbon_g_per_kwh
     return Score(objective=operating + reconf, operating=operating, reconfiguration=reconf,
                  energy_j=energy_j, gpu_s=gpu_s, carbon_g=carbon_g, instances=total,

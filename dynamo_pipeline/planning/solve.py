@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pulp
 from pulp.apis.coin_api import PULP_CBC_CMD
@@ -26,7 +26,7 @@ from pulp.apis.coin_api import PULP_CBC_CMD
 from dynamo_pipeline.planning.extract import PoolPlan, counts_from_model, make_plan
 from dynamo_pipeline.planning.greedy import all_capacity_counts, greedy_counts
 from dynamo_pipeline.planning.model import PoolModel, build_pool_model
-from dynamo_pipeline.planning.problem import PoolProblem
+from dynamo_pipeline.planning.problem import ALL_POOLS, PoolProblem
 from dynamo_pipeline.planning.score import score_counts
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,24 @@ def solve_model(model: PoolModel, solver: str = "highs", time_limit_s: float = 5
 
 def plan_pool(problem: PoolProblem, solver: str = "highs", time_limit_s: float = 5.0,
               mip_rel_gap: float = 1e-6, fallback: bool = True) -> PoolPlan:
-    """Build, solve and extract one window's plan; never returns without a plan (see module doc)."""
+    """Build, solve and extract one window's plan; never returns without a plan (see module doc).
+
+    Pools with their own GPU budgets share nothing (the bound on changes is per pool), so they are
+    solved one by one (each a small MILP) and the plans merged: exact, since the merged plan is
+    optimal for every pool. A pool whose load is above its capacity gets all its GPUs at the
+    top clock (status ``infeasible`` for the whole plan, with the shortfall); the others keep
+    their optimal plans."""
     t0 = time.perf_counter()
+    parts = split_by_pool(problem)
+    if len(parts) > 1:
+        return _merge([plan_pool(part, solver, time_limit_s, mip_rel_gap, fallback) for part in parts], problem)
     model = build_pool_model(problem)
     build_s = time.perf_counter() - t0
     plan = _plan_from_model(problem, model, build_s, solver, time_limit_s, mip_rel_gap, fallback)
     k = problem.costs.max_changes
-    if problem.prev is None or plan.status not in ("optimal", "feasible") or plan.score.instances_started <= k:
+    if problem.prev is None or plan.status not in ("optimal", "feasible") or not plan.score.excess_changes:
         return plan
-    # Staggering: more than K instances would start. Re-solve with at most K starts: the solver keeps
+    # Staggering: more than K instances would start in a pool. Re-solve with at most K starts per pool: the solver keeps
     # the K changes that save most net of their cost. If the load cannot be covered so, keep the plan.
     t1 = time.perf_counter()
     bounded = build_pool_model(problem, max_changes=k)
@@ -127,6 +136,35 @@ def plan_pool(problem: PoolProblem, solver: str = "highs", time_limit_s: float =
     plan.build_s += more_build
     plan.solve_s += res.solve_s
     return plan
+
+
+def split_by_pool(problem: PoolProblem) -> list[PoolProblem]:
+    """One sub-problem per pool when every pool has its own budget; else the problem itself."""
+    if ALL_POOLS in problem.budget or len(problem.pools) < 2:
+        return [problem]
+    parts = []
+    for p in problem.pools:
+        parts.append(replace(problem, demand={k: v for k, v in problem.demand.items() if k[0] == p},
+                             budget={p: problem.budget[p]},
+                             prev=None if problem.prev is None else {k: v for k, v in problem.prev.items() if k[0] == p},
+                             flags=[]))
+    return parts
+
+
+_RANK = {"optimal": 0, "feasible": 1, "greedy": 2, "infeasible": 3}
+
+
+def _merge(plans: list[PoolPlan], problem: PoolProblem) -> PoolPlan:
+    counts: dict = {}
+    for pl in plans:
+        counts.update(pl.counts)
+    status = max((pl.status for pl in plans), key=_RANK.__getitem__)
+    gaps = [pl.gap for pl in plans]
+    gap = None if any(g is None for g in gaps) and status != "optimal" else max((g or 0.0) for g in gaps)
+    solvers = sorted({pl.solver for pl in plans})
+    flags = [f for pl in plans for f in pl.flags if not f.startswith("shortfall")]
+    return make_plan(problem, counts, solver="+".join(solvers), status=status, gap=gap,
+                     build_s=sum(pl.build_s for pl in plans), solve_s=sum(pl.solve_s for pl in plans), flags=flags)
 
 
 def _plan_from_model(problem: PoolProblem, model: PoolModel, build_s: float, solver: str, time_limit_s: float,
