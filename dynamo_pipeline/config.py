@@ -167,6 +167,35 @@ class LengthsConfig(_Strict):
     text_hash_features: int = Field(2**18, ge=2**10, description="hashed word/bigram features of prompt text")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
+class AgentConfig(_Strict):
+    """The node agent (``dynamo agent run``): how often it looks, how it moves clocks, its safety
+    bounds and where it reports. Secrets (the schedule key, the control token) come from the
+    environment only: ``DYNAMO_SCHEDULE_KEY`` and ``token_env``."""
+
+    source: str = Field("store", pattern="^(store|dir|http)$", description="where schedules come from")
+    schedule_dir: str = "var/schedules"
+    schedule_url: str = ""
+    poll_s: float = Field(1.0, gt=0, description="how often the schedule source is read")
+    tick_s: float = Field(5.0, gt=0, description="how often the engine's metrics are read and a clock picked")
+    fast_tick_s: float = Field(0.05, gt=0, description="how often fast-path signals (queue, latency) are checked")
+    metrics_url: str = Field("", description="the serving engine's Prometheus endpoint, e.g. http://127.0.0.1:8000/metrics; "
+                             "{instance_id} / {first_gpu} placeholders give each instance its own engine")
+    min_clock_change_s: float = Field(30.0, ge=0, description="least time between two load-driven clock changes")
+    down_hysteresis: float = Field(0.15, ge=0, lt=1, description="load must fall this fraction below a band before stepping down")
+    down_hold_s: float = Field(15.0, ge=0, description="a lower clock must be indicated this long before stepping down")
+    fast_waiting_max: int = Field(16, ge=0, description="fast path when more requests than this wait in the queue")
+    fast_slo_fraction: float = Field(0.9, gt=0, le=1, description="fast path when observed P99 TTFT or TBT reaches this fraction of its SLO")
+    fast_release_s: float = Field(10.0, ge=0, description="fast-path signals must be clear this long before coming down")
+    stale_after_s: float = Field(900.0, gt=0, description="past this age without a valid schedule window, fall back to the top clock")
+    telemetry_window_s: float = Field(10.0, gt=0, description="power/energy are reported per window of this length")
+    flush_s: float = Field(2.0, gt=0, description="telemetry is written to the store in batches this often")
+    spool_path: str = Field("", description="local append-only JSONL buffer (default: $home/agent-<node>.spool.jsonl)")
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(9400, ge=0, le=65535, description="Prometheus /metrics and /healthz; 0 picks a free port")
+    token_env: str = Field("DYNAMO_AGENT_TOKEN", description="env var holding the bearer token of control endpoints")
+    executor: str = Field("sim", pattern="^(sim|command|http)$", description="who carries out instance start/stop/re-shard")
+    executor_command: str = Field("", description="for executor=command: run with the change as JSON on stdin")
+    executor_url: str = Field("", description="for executor=http: POST the change as JSON here")
 
 
 class Settings(BaseSettings):
@@ -185,6 +214,7 @@ class Settings(BaseSettings):
     prices: PricesConfig = PricesConfig()
     carbon: CarbonConfig = CarbonConfig()
     ingest: IngestConfig = IngestConfig()
+    agent: AgentConfig = AgentConfig()
     planner: PlannerConfig = PlannerConfig()
     forecast: ForecastConfig = ForecastConfig()
     lengths: LengthsConfig = LengthsConfig()

@@ -41,8 +41,23 @@ def main(ctx: click.Context, config_path: str | None, db_url: str | None) -> Non
     ctx.obj = Context(settings=settings)
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, skipping the global options."""
+    it = iter(argv)
+    for a in it:
+        if a in ("--config", "--db"):
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def _register() -> None:
-    from dynamo_pipeline.cli import db, forecast, ingest, lengths, plan, profile  # noqa: F401  (each module adds its commands to main)
+    # `dynamo agent …` runs on every GPU server: load only its commands (no pandas, no sklearn)
+    if _subcommand(sys.argv[1:]) == "agent":
+        from dynamo_pipeline.cli import agent  # noqa: F401
+        return
+    from dynamo_pipeline.cli import agent, db, forecast, ingest, lengths, plan, profile  # noqa: F401  (each adds its commands)
 
 
 _register()
