@@ -43,7 +43,8 @@ def _open(settings: Settings) -> Store:
 def run_config(settings: Settings, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate a run's params and return the effective run configuration.
 
-    ``params`` may hold ``objective_weights`` ({energy, carbon, cost} ≥ 0, not all zero),
+    ``params`` may hold ``objective_weights`` ({energy, carbon, cost} ≥ 0, not all zero; keys left
+    out weigh 0; none given: energy only),
     ``slo_overrides`` ({ttft_p99_s, tbt_p99_s} > 0, merged into the settings' SLOs and validated by
     them) and ``whatif_trace`` (a path that must exist, or empty). Raises :class:`ConfigError`
     naming the bad key. The result carries the database URL with any password hidden."""
@@ -54,7 +55,8 @@ def run_config(settings: Settings, params: dict[str, Any] | None = None) -> dict
         raise ConfigError(f"objective_weights: unknown keys {sorted(bad)}; allowed: {list(OBJECTIVE_KEYS)}")
     if any(v < 0 for v in weights.values()):
         raise ConfigError(f"objective_weights: weights must be ≥ 0, got {weights}")
-    weights = {k: weights.get(k, 1.0 if k == "energy" else 0.0) for k in OBJECTIVE_KEYS}
+    # no weights at all: minimise energy; weights given: the keys left out weigh nothing
+    weights = {k: weights.get(k, 0.0) for k in OBJECTIVE_KEYS} if weights else {"energy": 1.0, "carbon": 0.0, "cost": 0.0}
     if not any(weights.values()):
         raise ConfigError("objective_weights: at least one weight must be > 0")
     slo_over = {k: v for k, v in (params.get("slo_overrides") or {}).items() if v is not None}
