@@ -36,8 +36,8 @@ def _epoch_s(value: str | None, fallback) -> int:
     default_args={**common.DEFAULT_ARGS, "execution_timeout": timedelta(hours=1)},
     params={
         **common.RUN_PARAMS,
-        "report_since": Param("", type="string", description="Start of the report range (ISO 8601); empty: data interval."),
-        "report_until": Param("", type="string", description="End of the report range (ISO 8601); empty: data interval."),
+        "report_since": Param(None, type=["null", "string"], description="Start of the report range (ISO 8601); empty: data interval."),
+        "report_until": Param(None, type=["null", "string"], description="End of the report range (ISO 8601); empty: data interval."),
     },
     tags=["dynamo", "nightly", "planning", "reports"],
     doc_md=__doc__,

@@ -49,9 +49,9 @@ RUN_PARAMS = {
         additionalProperties=False,
         description="Override the P99 SLOs for this run, seconds (ttft_p99_s, tbt_p99_s).",
     ),
-    "whatif_trace": Param("", type="string", description="A request log to simulate instead of live traffic "
+    "whatif_trace": Param(None, type=["null", "string"], description="A request log to simulate instead of live traffic "
                           "(path on the workers); empty for none."),
-    "inbox": Param("", type="string", description="Folder of new request logs; empty: the `dynamo_inbox` "
+    "inbox": Param(None, type=["null", "string"], description="Folder of new request logs; empty: the `dynamo_inbox` "
                    "Variable, else $DYNAMO_HOME/inbox."),
 }
 
