@@ -65,8 +65,8 @@ def airflow_server(tmp_path):
     upgrade(store_url)
     (tmp_path / "scheduled_inbox").mkdir()  # scheduled runs (unpaused by the trigger) find no new logs
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
+    env = {  # nothing inherited from AIRFLOW_* of this process (tests/test_dags.py sets its own at import)
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(ROOT),
         "AIRFLOW_HOME": str(home),
