@@ -27,5 +27,22 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# The Airflow UI with the project's DAGs on http://127.0.0.1:$(AIRFLOW_PORT) (login: admin, password in
+# $(DYNAMO_HOME)/airflow/simple_auth_manager_passwords.json.generated). Drop logs into $(DYNAMO_HOME)/inbox.
+AIRFLOW_PORT ?= 8080
+airflow: $(STAMP)
+	@mkdir -p $(DYNAMO_HOME)/airflow $(DYNAMO_HOME)/inbox
+	$(PY) -m dynamo_pipeline db upgrade
+	AIRFLOW_HOME=$(DYNAMO_HOME)/airflow \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PARALLELISM=4 \
+	AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	$(VENV)/bin/airflow standalone
+
 clean-venv:
 	rm -rf $(VENV)

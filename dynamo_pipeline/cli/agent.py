@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 
 import click
@@ -17,7 +18,8 @@ def agent() -> None:
 
 
 @agent.command("run")
-@click.option("--node", required=True, help="This server's name, as the planner writes it in schedules.")
+@click.option("--node", envvar="DYNAMO_NODE", default=socket.gethostname, show_default="this host's name",
+              help="This server's name, as the planner writes it in schedules. Env: DYNAMO_NODE.")
 @click.option("--backend", type=click.Choice(["nvml", "sim"]), default="nvml", show_default=True,
               help="nvml: real GPUs (locking clocks needs root); sim: a simulated node (tests, dry runs).")
 @click.option("--source", type=click.Choice(["store", "dir", "http"]), default=None,

@@ -1,0 +1,80 @@
+"""Airflow glue shared by the DAG files in dags/ (imported only there, so the package runs without
+Airflow): settings resolved through Airflow, default task
+arguments, the Assets that hand data from one DAG to another, and the Params of manual runs.
+
+No pipeline logic lives here (that is :mod:`dynamo_pipeline.pipeline`). Secrets come only through
+Airflow: the store's URL is the Variable ``dynamo_database_url`` (a secrets backend or
+``AIRFLOW_VAR_DYNAMO_DATABASE_URL`` can supply it), else the Connection ``dynamo_db``, else the
+project's own settings (``DYNAMO_DATABASE_URL`` / ``dynamo.yaml`` / ``$DYNAMO_HOME/dynamo.db``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import Asset, BaseHook, Param, Variable
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from dynamo_pipeline.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Every task retries twice and is killed after its timeout; DAGs may tighten the timeout.
+DEFAULT_ARGS = {
+    "owner": "dynamo",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "execution_timeout": timedelta(minutes=10),
+}
+
+#: Per-class window loads in the store, written by ingest + window refresh, read by forecasts/reports.
+WINDOW_LOADS = Asset(name="dynamo_window_loads", uri="dynamo://store/window_loads")
+#: The report files (CSV + PNG) under $DYNAMO_HOME/reports.
+REPORTS = Asset(name="dynamo_reports", uri="dynamo://files/reports")
+
+#: Params every manual run of a planning DAG accepts (validated by the UI form and again by
+#: :func:`dynamo_pipeline.pipeline.run_config`).
+RUN_PARAMS = {
+    "objective_weights": Param(
+        {"energy": 1.0, "carbon": 0.0, "cost": 0.0}, type="object",
+        properties={k: {"type": "number", "minimum": 0} for k in ("energy", "carbon", "cost")},
+        additionalProperties=False,
+        description="Relative weights of energy, carbon and cost in the plan's objective (≥ 0).",
+    ),
+    "slo_overrides": Param(
+        {}, type="object",
+        properties={k: {"type": ["number", "null"], "exclusiveMinimum": 0} for k in ("ttft_p99_s", "tbt_p99_s")},
+        additionalProperties=False,
+        description="Override the P99 SLOs for this run, seconds (ttft_p99_s, tbt_p99_s).",
+    ),
+    "whatif_trace": Param(None, type=["null", "string"], description="A request log to simulate instead of live traffic "
+                          "(path on the workers); empty for none."),
+    "inbox": Param(None, type=["null", "string"], description="Folder of new request logs; empty: the `dynamo_inbox` "
+                   "Variable, else $DYNAMO_HOME/inbox."),
+}
+
+
+def database_url() -> str | None:
+    """The store URL from Airflow (Variable, then Connection), or None to use the project's settings."""
+    url = Variable.get("dynamo_database_url", default=None)
+    if url:
+        return url
+    try:
+        conn = BaseHook.get_connection("dynamo_db")
+    except AirflowNotFoundException:
+        return None
+    uri = conn.get_uri()
+    return uri.replace("postgres://", "postgresql+psycopg://", 1).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def settings() -> Settings:
+    """The project's settings with the store URL resolved through Airflow."""
+    url = database_url()
+    return load_settings(None, **({"database_url": url} if url else {}))
+
+
+def inbox(params: dict, s: Settings) -> str:
+    """The log inbox: the run's ``inbox`` param, else the ``dynamo_inbox`` Variable, else $DYNAMO_HOME/inbox."""
+    return params.get("inbox") or Variable.get("dynamo_inbox", default=None) or str(Path(s.home) / "inbox")

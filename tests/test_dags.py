@@ -1,0 +1,180 @@
+"""The Airflow DAGs: integrity (DagBag imports, no cycles, retries, timeouts, tags, docs) and every DAG
+run end to end with ``dag.test()`` on a fresh SQLite metadata DB against a test store loaded from the
+bundled samples.
+
+Airflow reads its configuration when first imported, so this module sets ``AIRFLOW_HOME`` (a fresh
+temporary folder) and the other ``AIRFLOW__*`` variables at import time, before anything imports
+airflow; the metadata DB is migrated once per module with ``airflow db migrate``. Tests that import
+no airflow are unaffected (the variables only name a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from dynamo_pipeline.config import load_settings
+from dynamo_pipeline.store import open_store, upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+DAGS = ROOT / "dags"
+SAMPLES = ROOT / "samples" / "azure_llm_2023"
+EXPECTED = {"dynamo_5min", "dynamo_nightly", "dynamo_reports"}
+
+if "airflow" in sys.modules and not os.environ.get("AIRFLOW_HOME", "").startswith(tempfile.gettempdir()):
+    raise RuntimeError("airflow was imported before tests/test_dags.py could point AIRFLOW_HOME at a temporary "
+                       "folder; import airflow only inside the tests that need it")
+_HOME = tempfile.mkdtemp(prefix="dynamo-airflow-test-")
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": _HOME,
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+}
+os.environ.update(AIRFLOW_ENV)
+
+pytest.importorskip("airflow", reason="apache-airflow is not installed: install requirements.lock")
+
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    """A fresh, migrated SQLite metadata DB for this module."""
+    env = {**os.environ, **AIRFLOW_ENV, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, f"airflow db migrate failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    return Path(_HOME) / "airflow.db"
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture
+def test_store(tmp_path, monkeypatch):
+    """A migrated SQLite store, handed to the DAGs the way production does: an Airflow Variable
+    (here from the environment), and an inbox holding the bundled samples."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for f in SAMPLES.glob("*.csv.gz"):
+        (inbox / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("AIRFLOW_VAR_DYNAMO_DATABASE_URL", url)
+    monkeypatch.setenv("DYNAMO_HOME", str(tmp_path / "home"))
+    store = open_store(url)
+    yield store, inbox, tmp_path / "home"
+    store.dispose()
+
+
+def _samples_rows() -> int:
+    return sum(len(pd.read_csv(f)) for f in SAMPLES.glob("*.csv.gz"))
+
+
+def _xcom(dag_run, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        rows = s.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
+                                            key="return_value")).all()
+        assert len(rows) == 1, f"expected one return value of {task_id}, got {len(rows)}"
+        return XComModel.deserialize_value(rows[0])
+
+
+def test_dagbag_imports_every_dag_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert EXPECTED <= set(dagbag.dags)
+
+
+def test_dags_have_no_cycles_tags_docs_and_retries_with_timeouts_on_every_task(dagbag):
+    for dag_id in EXPECTED:
+        dag = dagbag.dags[dag_id]
+        dag.check_cycle()  # raises on a cycle
+        assert "dynamo" in dag.tags and len(dag.tags) >= 2, dag_id
+        assert dag.doc_md and dag.doc_md.startswith(f"# {dag_id}"), dag_id
+        assert dag.catchup is False and dag.max_active_runs == 1, dag_id
+        for t in dag.tasks:
+            assert t.execution_timeout is not None and t.execution_timeout > timedelta(0), f"{dag_id}.{t.task_id}"
+            if t.task_id != "overrun":  # the overrun report must not run again after the window passed
+                assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+
+
+def test_5min_dag_runs_every_5_minutes_one_at_a_time_and_reports_after_failures(dagbag):
+    dag = dagbag.dags["dynamo_5min"]
+    assert dag.schedule == timedelta(minutes=5)
+    assert [t.task_id for t in dag.topological_sort()] == ["config", "ingest", "windows", "overrun"]
+    assert dag.get_task("overrun").trigger_rule == "all_done"
+    assert {o.name for o in dag.get_task("windows").outlets} == {"dynamo_window_loads"}
+
+
+def test_5min_dag_ingests_the_inbox_refreshes_windows_and_checks_overrun(dagbag, test_store):
+    store, inbox, _ = test_store
+    dag = dagbag.dags["dynamo_5min"]
+    dr = dag.test(run_conf={"inbox": str(inbox), "slo_overrides": {"ttft_p99_s": 0.5}})
+    assert dr.state == "success"
+    with store.engine.connect() as c:
+        n_req = c.execute(text("SELECT COUNT(*) FROM requests")).scalar()
+        n_win = c.execute(text("SELECT SUM(arrivals) FROM window_loads")).scalar()
+    assert n_req == _samples_rows() and n_win == n_req
+    assert _xcom(dr, "config")["slo"]["ttft_p99_s"] == 0.5
+    loads = _xcom(dr, "windows")
+    assert loads["latest_window_start_s"] is not None and loads["latest_arrivals"] > 0
+    over = _xcom(dr, "overrun")
+    assert over["overran"] is False and 0 < over["elapsed_s"] < 300
+
+    # the next run finds nothing new in the inbox: no second ingest of the same files
+    dr2 = dag.test(run_conf={"inbox": str(inbox)})
+    assert dr2.state == "success"
+    assert _xcom(dr2, "ingest")["files_ingested"] == []
+    with store.engine.connect() as c:
+        assert c.execute(text("SELECT COUNT(*) FROM requests")).scalar() == n_req
+
+
+def test_5min_dag_rejects_invalid_params_before_running(dagbag, test_store):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        dagbag.dags["dynamo_5min"].test(run_conf={"objective_weights": {"energy": -1}})
+
+
+def test_nightly_dag_writes_reports_for_the_day_matching_the_raw_requests(dagbag, test_store):
+    store, inbox, home = test_store
+    dr = dagbag.dags["dynamo_nightly"].test(run_conf={"inbox": str(inbox), "report_since": "2023-11-16",
+                                                      "report_until": "2023-11-17"})
+    assert dr.state == "success"
+    out = home / "reports" / "nightly" / "2023-11-16"
+    load = pd.read_csv(out / "load_by_class_day.csv")
+    assert load["arrivals"].sum() == _samples_rows()
+    assert (out / "load_by_class_day.png").stat().st_size > 1000
+    quality = pd.read_csv(out / "ingest_quality.csv")
+    assert len(quality) == 2 and quality["rows_read"].sum() == _samples_rows()
+
+
+def test_reports_dag_writes_every_sql_report(dagbag, test_store):
+    store, inbox, home = test_store
+    from dynamo_pipeline.pipeline import ingest_new_logs
+
+    ingest_new_logs(load_settings(None, database_url=store.url), inbox)
+    dr = dagbag.dags["dynamo_reports"].test(run_conf={"lookback_h": 24 * 365 * 10})
+    assert dr.state == "success"
+    res = _xcom(dr, "reports")
+    from dynamo_pipeline.reports import available
+
+    assert set(res["files"]) == set(available())
+    assert res["rows"]["load_by_class_day"] > 0
+    for paths in res["files"].values():
+        assert all(Path(p).exists() for p in paths)
