@@ -105,6 +105,34 @@ class CarbonConfig(_Strict):
     default_g_per_kwh: float = Field(400.0, ge=0, description="grid intensity when no hourly table is loaded")
 
 
+class PlannerConfig(_Strict):
+    """The hierarchical planner (DESIGN §4). Objective = w_energy·kWh + w_gpu_cost·USD of GPU time +
+    w_carbon·kg CO2, per window, plus reconfiguration costs amortised over ``reconfig_horizon_s``."""
+
+    solver: str = Field("highs", description="highs (default) or cbc; the other one is the fallback")
+    time_limit_s: float = Field(5.0, gt=0)
+    mip_rel_gap: float = Field(1e-6, ge=0, description="relative optimality gap at which the solver stops")
+    weight_energy: float = Field(1.0, ge=0, description="objective weight per kWh")
+    weight_gpu_cost: float = Field(0.0, ge=0, description="objective weight per USD of GPU time")
+    weight_carbon: float = Field(0.0, ge=0, description="objective weight per kg CO2")
+    max_changes_per_window: int = Field(8, ge=0, description="instances started or re-sharded per window before a penalty")
+    pools: int = Field(9, ge=1, le=9, description="number of pools at the cluster level (9 = one per class)")
+    pool_interval_s: int = Field(300, ge=60)
+    cluster_interval_s: int = Field(1800, ge=300)
+    reconfig_horizon_s: float = Field(1800.0, gt=0, description="a change must pay for itself within this time")
+    reshard_s: float = Field(0.05, ge=0, description="re-shard over NVLink (DESIGN §6)")
+    gpu_idle_w: float = Field(75.0, ge=0, description="idle draw of one GPU")
+    merge_below_servers: float = Field(1.0, ge=0, description="a pool needing fewer servers than this merges into the next larger")
+    peak_quantile: str = Field("upper_rps", description="forecast column used as the load")
+
+    @field_validator("solver")
+    @classmethod
+    def _solver(cls, v: str) -> str:
+        if v not in ("highs", "cbc"):
+            raise ValueError(f"unknown solver {v!r}; allowed: highs, cbc")
+        return v
+
+
 class IngestConfig(_Strict):
     """Validation limits for request logs."""
 
@@ -131,6 +159,7 @@ class Settings(BaseSettings):
     prices: PricesConfig = PricesConfig()
     carbon: CarbonConfig = CarbonConfig()
     ingest: IngestConfig = IngestConfig()
+    planner: PlannerConfig = PlannerConfig()
 
     @field_validator("window_s")
     @classmethod

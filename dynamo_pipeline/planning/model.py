@@ -1,0 +1,122 @@
+r"""The pool-level MILP (DESIGN §4), built in PuLP from a :class:`~.problem.PoolProblem`.
+
+Sets
+    p ∈ P pools; c ∈ C(p) classes that pool p serves; t ∈ T TP degrees; k = (t, f, ℓ) ∈ K(c) the
+    SLO-feasible, non-dominated cells of class c (clock f, per-instance load level ℓ); budget keys
+    b ∈ B, each covering pools P(b) (one key per pool, or one key "*" for all).
+
+Parameters
+    Λ[p,c]   load of class c that pool p must serve (rps, the forecast's upper quantile)
+    κ[c,k]   objective cost of one instance in cell k for one window Δt:
+             w_E·P[c,k]·Δt/3.6e6 + w_C·(P[c,k]·Δt/3.6e6)·I/1000 + w_G·t·price_GPU·Δt/3600
+             (P power W of the instance's t GPUs, I grid intensity g/kWh)
+    G[b]     GPU budget
+    m[p,t]   instances of TP t in pool p in the previous plan (reconfiguration terms only when given)
+    σ, ρ     cost of starting one GPU's share of a new instance / of re-sharding one GPU, both
+             amortised over the reconfiguration horizon: a change is worth making only when the
+             saving it brings over the horizon exceeds its cost
+    K, M     changes (instances started) allowed per window, and the penalty per change above K
+
+Variables
+    n[p,c,k] ∈ ℤ≥0   instances of class c in pool p running cell k
+    u[p,t]   ≥ 0     instances of TP t started in pool p (new or re-sharded)
+    g[p]     ≥ 0     GPUs pool p uses beyond what it used before (new instances, not re-sharding)
+    e        ≥ 0     changes above the per-window bound
+
+Objective
+    min  Σ κ[c,k]·n[p,c,k]  +  Σ_{p,t} ρ·t·u[p,t]  +  Σ_p (σ − ρ)·g[p]  +  M·e
+
+Constraints
+    cover_load[c] / cover_load[c@p]:  Σ_k ℓ_k·n[p,c,k] ≥ Λ[p,c]
+    gpu_budget[b]:                    Σ_{p∈P(b)} Σ_{c,k} t_k·n[p,c,k] ≤ G[b]
+    started[p,t]:                     u[p,t] ≥ Σ_{c, k: t_k=t} n[p,c,k] − m[p,t]
+    new_gpus[p]:                      g[p] ≥ Σ_{c,k} t_k·n[p,c,k] − Σ_t t·m[p,t]
+    max_changes:                      Σ_{p,t} u[p,t] ≤ K + e
+    (n = 0 for SLO-infeasible cells: such cells get no variable at all.)
+
+At the optimum u = max(0, N − m) and g = max(0, ΔGPUs), so a started GPU costs ρ when it was
+re-sharded from the pool's own GPUs and σ when it is new. Only SLO-feasible cells have variables,
+and at equal (c, t) a cell with no more load for no less cost is dropped (see
+:func:`~.problem.useful_cells`); both keep the optimum. Scoring a plan with
+:func:`~.score.score_counts` evaluates exactly this objective without the solver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulp
+
+from dynamo_pipeline.planning.problem import ALL_POOLS, Cell, PoolProblem
+
+
+@dataclass
+class PoolModel:
+    """A built MILP with handles to its variables: ``n[(p, c, cell)]``, ``u[(p, t)]``, ``g[p]``."""
+
+    problem: PoolProblem
+    lp: pulp.LpProblem
+    n: dict[tuple[str, str, Cell], pulp.LpVariable]
+    u: dict[tuple[str, int], pulp.LpVariable] = field(default_factory=dict)
+    g: dict[str, pulp.LpVariable] = field(default_factory=dict)
+    excess: pulp.LpVariable | None = None
+
+
+def demand_name(problem: PoolProblem, pool: str, cls: str) -> str:
+    """``c`` when class c is served by one pool, else ``c@p``."""
+    shared = sum(1 for (_p, c) in problem.demand if c == cls) > 1
+    return f"{cls}@{pool}" if shared else cls
+
+
+def build_pool_model(problem: PoolProblem, name: str = "pool_level") -> PoolModel:
+    """The MILP above for one window. Classes with no feasible cell get no cover constraint (the
+    problem's flags say so; the extraction reports their shortfall)."""
+    lp = pulp.LpProblem(name, pulp.LpMinimize)
+    keys: list[tuple[str, str, Cell]] = []
+    for (p, c), _rps in problem.demand.items():
+        keys.extend((p, c, cell) for cell in problem.cells.get(c, ()))
+    gpu_total = max(problem.budget.values(), default=0)
+    n = {key: lp.add_variable(f"n_{i}", 0, gpu_total // key[2].tp, pulp.LpInteger) for i, key in enumerate(keys)}
+
+    objective = [(v, problem.cell_cost(key[2])) for key, v in n.items()]
+    by_demand: dict[tuple[str, str], list] = {}
+    gpus_by_pool: dict[str, list] = {p: [] for p in problem.pools}
+    inst_by_pool_tp: dict[tuple[str, int], list] = {}
+    for (p, c, cell), v in n.items():
+        by_demand.setdefault((p, c), []).append((v, cell.load_rps))
+        gpus_by_pool[p].append((v, cell.tp))
+        inst_by_pool_tp.setdefault((p, cell.tp), []).append((v, 1))
+
+    for (p, c), rps in problem.demand.items():
+        terms = by_demand.get((p, c))
+        if terms and rps > 0:
+            lp.addConstraint(pulp.LpAffineExpression(terms) >= rps, f"cover_load[{demand_name(problem, p, c)}]")
+    for b, gpus in problem.budget.items():
+        terms = [t for p in problem.budget_pools(b) for t in gpus_by_pool.get(p, [])]
+        if terms:
+            lp.addConstraint(pulp.LpAffineExpression(terms) <= gpus, f"gpu_budget[{b}]")
+
+    model = PoolModel(problem=problem, lp=lp, n=n)
+    if problem.prev is not None:
+        costs = problem.costs
+        rho, sigma = costs.reshard_per_gpu, costs.start_per_gpu
+        tps = sorted({cell.tp for cells in problem.cells.values() for cell in cells} | {t for (_p, t) in problem.prev})
+        for p in problem.pools:
+            prev_gpus = sum(t * m for (q, t), m in problem.prev.items() if q == p)
+            for t in tps:
+                u = lp.add_variable(f"u_{p}_{t}", 0)
+                model.u[(p, t)] = u
+                lp.addConstraint(pulp.LpAffineExpression(inst_by_pool_tp.get((p, t), []) + [(u, -1)])
+                                 <= problem.prev.get((p, t), 0), f"started[{p},{t}]")
+                objective.append((u, rho * t))
+            g = lp.add_variable(f"g_{p}", 0)
+            model.g[p] = g
+            lp.addConstraint(pulp.LpAffineExpression(gpus_by_pool[p] + [(g, -1)]) <= prev_gpus, f"new_gpus[{p}]")
+            objective.append((g, max(0.0, sigma - rho)))
+        e = lp.add_variable("excess_changes", 0)
+        model.excess = e
+        lp.addConstraint(pulp.LpAffineExpression([(u, 1) for u in model.u.values()] + [(e, -1)])
+                         <= costs.max_changes, "max_changes")
+        objective.append((e, costs.change_penalty))
+    lp.setObjective(pulp.LpAffineExpression(objective))
+    return model

@@ -1,0 +1,251 @@
+"""The planner's inputs as plain data: the cell table from a profile, the loads, budgets and costs.
+
+A *cell* is one (class c, TP t, clock f, per-instance load level ℓ) row of a profile with its power
+and P99 latencies. :func:`pool_problem` turns a profile DataFrame (columns of DESIGN §3), per-class
+loads, GPU budgets and settings into a :class:`PoolProblem`: per (pool, class) demand, per pool GPU
+budget, the SLO-feasible cells with their objective coefficient, and the previous plan's instance
+counts for reconfiguration terms. The MILP (``model.py``), the scorer (``score.py``), the greedy
+fallback (``greedy.py``) and brute force in the tests all read this one object, so they agree on
+what a plan costs. Nothing here reads files: profiles and loads are passed in.
+
+Loads: a forecast's upper quantile (mapping or Series class → rps) when there is one; otherwise an
+observed load or a constant (:func:`resolve_loads` says which was used, and the plan carries it as
+a flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dynamo_pipeline.config import Settings
+
+REQUIRED_COLUMNS = ("class_name", "tp", "freq_mhz", "load_rps", "ttft_p99_s", "tbt_p99_s", "power_w")
+J_PER_KWH = 3.6e6
+#: Budget key meaning "all pools share this many GPUs".
+ALL_POOLS = "*"
+
+
+class PlanningError(ValueError):
+    """The planner's inputs cannot be used; the message says what is missing and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One profile row an instance may run at: class, TP, clock, load level, power and latencies."""
+
+    cls: str
+    tp: int
+    freq_mhz: int
+    load_rps: float
+    power_w: float
+    ttft_p99_s: float
+    tbt_p99_s: float
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Converts physical quantities into objective units (w_energy·kWh + w_gpu·USD + w_carbon·kg)."""
+
+    window_s: float
+    weight_energy: float
+    weight_gpu_cost: float
+    weight_carbon: float
+    gpu_usd_per_hour: float
+    carbon_g_per_kwh: float
+    start_j_per_gpu: float          # energy wasted while a new instance loads, per GPU
+    start_s: float                  # GPU time wasted while it loads
+    reshard_j_per_gpu: float
+    reshard_s: float
+    horizon_s: float                # a change must pay for itself within this time
+    max_changes: int
+    change_penalty: float = 0.0     # per start above max_changes (set by pool_problem)
+
+    def energy(self, joules: float) -> float:
+        kwh = joules / J_PER_KWH
+        return self.weight_energy * kwh + self.weight_carbon * kwh * self.carbon_g_per_kwh / 1000.0
+
+    def gpu_time(self, gpu_s: float) -> float:
+        return self.weight_gpu_cost * self.gpu_usd_per_hour * gpu_s / 3600.0
+
+    def cell(self, power_w: float, tp: int) -> float:
+        """Objective coefficient of one instance in a cell for one window."""
+        return self.energy(power_w * self.window_s) + self.gpu_time(tp * self.window_s)
+
+    @property
+    def amortise(self) -> float:
+        """Share of a one-off change cost charged to this window."""
+        return min(1.0, self.window_s / self.horizon_s)
+
+    @property
+    def start_per_gpu(self) -> float:
+        return self.amortise * (self.energy(self.start_j_per_gpu) + self.gpu_time(self.start_s))
+
+    @property
+    def reshard_per_gpu(self) -> float:
+        return self.amortise * (self.energy(self.reshard_j_per_gpu) + self.gpu_time(self.reshard_s))
+
+
+@dataclass
+class PoolProblem:
+    """One pool-level window. ``demand[(p, c)]`` rps of class c served by pool p; ``budget[p]``
+    GPUs (or ``budget["*"]`` shared by all pools); ``cells[c]`` the SLO-feasible, non-dominated cells of class c; ``prev[(p, t)]`` the
+    instances of TP t that pool p ran in the previous plan (None: no previous plan, no change terms);
+    ``table`` every profile cell (for scoring plans that use any cell, a baseline's too)."""
+
+    demand: dict[tuple[str, str], float]
+    budget: dict[str, int]                 # pool → GPUs, or {ALL_POOLS: GPUs} for one shared budget
+    cells: dict[str, list[Cell]]
+    costs: Costs
+    prev: dict[tuple[str, int], int] | None = None
+    table: dict[tuple[str, int, int, float], Cell] = field(default_factory=dict)
+    slo: dict[str, tuple[float, float]] = field(default_factory=dict)
+    top_mhz: int = 0
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def pools(self) -> list[str]:
+        return list(dict.fromkeys(p for (p, _c) in self.demand))
+
+    def budget_pools(self, key: str) -> list[str]:
+        """The pools a budget key covers (all of them for the shared key)."""
+        return self.pools if key == ALL_POOLS else [key]
+
+    def classes_of(self, pool: str) -> list[str]:
+        return [c for (p, c) in self.demand if p == pool]
+
+    def cell_cost(self, cell: Cell) -> float:
+        return self.costs.cell(cell.power_w, cell.tp)
+
+
+def resolve_loads(classes: Sequence[str], forecast: Mapping[str, float] | pd.Series | None = None,
+                  observed: Mapping[str, float] | pd.Series | None = None,
+                  constant_rps: float | None = None) -> tuple[dict[str, float], str]:
+    """Per-class load and where it came from: the forecast where it has the class, else the observed
+    load, else the constant; ``("forecast" | "observed" | "constant" | "mixed")``. Raises
+    :class:`PlanningError` when a class has no load from any source."""
+    out: dict[str, float] = {}
+    used: set[str] = set()
+    for c in classes:
+        for name, src in (("forecast", forecast), ("observed", observed)):
+            if src is not None and c in src and pd.notna(src[c]):
+                out[c] = max(0.0, float(src[c]))
+                used.add(name)
+                break
+        else:
+            if constant_rps is None:
+                raise PlanningError(
+                    f"no load for class {c}: no forecast or observed rate for it; run `dynamo forecast` "
+                    "or pass a constant load (`--load-rps`)"
+                )
+            out[c] = float(constant_rps)
+            used.add("constant")
+    return out, (used.pop() if len(used) == 1 else "mixed" if used else "constant")
+
+
+def cell_table(profiles: pd.DataFrame) -> dict[tuple[str, int, int, float], Cell]:
+    """Every profile row as a :class:`Cell`, keyed (class, tp, freq_mhz, load_rps)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in profiles.columns]
+    if missing:
+        raise PlanningError(f"profile frame lacks columns {missing}; pass a profile as written by `dynamo profile`")
+    cols = [profiles[c].to_numpy() for c in REQUIRED_COLUMNS]
+    table = {}
+    for cls, tp, f, ld, ttft, tbt, pw in zip(*cols):
+        cell = Cell(str(cls), int(tp), int(f), float(ld), float(pw), float(ttft), float(tbt))
+        table[(cell.cls, cell.tp, cell.freq_mhz, cell.load_rps)] = cell
+    return table
+
+
+def meets_slo(cell: Cell, slo: tuple[float, float]) -> bool:
+    return cell.ttft_p99_s <= slo[0] and cell.tbt_p99_s <= slo[1] and cell.load_rps > 0
+
+
+def useful_cells(table: Mapping[tuple, Cell], slo: Mapping[str, tuple[float, float]], costs: Costs,
+                 tps: Sequence[int] | None = None) -> dict[str, list[Cell]]:
+    """SLO-feasible cells per class with dominated ones dropped. Exact for the pool-level MILP:
+    at equal (c, t) a cell is dropped when another has at least its load for at most its cost
+    (swapping one for the other keeps coverage, GPUs and instance counts and does not cost more)."""
+    by_ct: dict[tuple[str, int], list[Cell]] = {}
+    for cell in table.values():
+        if cell.cls in slo and (tps is None or cell.tp in tps) and meets_slo(cell, slo[cell.cls]):
+            by_ct.setdefault((cell.cls, cell.tp), []).append(cell)
+    out: dict[str, list[Cell]] = {c: [] for c in slo}
+    for (c, _t), cells in sorted(by_ct.items()):
+        # highest load first, ties: cheapest first; keep a cell only if cheaper than all kept so far
+        cells.sort(key=lambda x: (-x.load_rps, costs.cell(x.power_w, x.tp), x.freq_mhz))
+        best = np.inf
+        for cell in cells:
+            k = costs.cell(cell.power_w, cell.tp)
+            if k < best - 1e-15:
+                out[c].append(cell)
+                best = k
+    return out
+
+
+def costs_from_settings(settings: Settings, window_s: float | None = None,
+                        carbon_g_per_kwh: float | None = None) -> Costs:
+    pl, hw = settings.planner, settings.hardware
+    window_s = float(window_s or pl.pool_interval_s)
+    per_gpu_loading_w = pl.gpu_idle_w + hw.server_non_gpu_power_w / hw.gpus_per_server
+    return Costs(
+        window_s=window_s, weight_energy=pl.weight_energy, weight_gpu_cost=pl.weight_gpu_cost,
+        weight_carbon=pl.weight_carbon, gpu_usd_per_hour=settings.prices.gpu_usd_per_hour,
+        carbon_g_per_kwh=settings.carbon.default_g_per_kwh if carbon_g_per_kwh is None else carbon_g_per_kwh,
+        start_j_per_gpu=hw.server_start_s * per_gpu_loading_w, start_s=hw.server_start_s,
+        reshard_j_per_gpu=pl.reshard_s * per_gpu_loading_w, reshard_s=pl.reshard_s,
+        horizon_s=pl.reconfig_horizon_s, max_changes=pl.max_changes_per_window,
+    )
+
+
+def pool_problem(profiles: pd.DataFrame, loads: Mapping[str, float] | pd.Series, settings: Settings,
+                 gpu_budget: int | Mapping[str, int], pools: Mapping[str, Mapping[str, float] | Sequence[str]] | None = None,
+                 prev: Mapping[tuple[str, int], int] | None = None, window_s: float | None = None,
+                 carbon_g_per_kwh: float | None = None) -> PoolProblem:
+    """Build a :class:`PoolProblem`.
+
+    ``loads``: class → rps (e.g. a forecast's ``upper_rps``). ``pools``: pool → its classes (all of
+    each class's load) or pool → {class: rps} (a share, as the cluster level splits spilled load);
+    default one pool per class, named after it. ``gpu_budget``: total GPUs (one shared budget, pool
+    "all" when ``pools`` is None and an int is given) or pool → GPUs. ``prev``: (pool, tp) → instances
+    in the previous plan."""
+    loads = {str(k): float(v) for k, v in dict(loads).items()}
+    if pools is None:
+        pools = {c: [c] for c in loads}
+    demand: dict[tuple[str, str], float] = {}
+    for p, members in pools.items():
+        if isinstance(members, Mapping):
+            for c, rps in members.items():
+                demand[(p, c)] = float(rps)
+        else:
+            for c in members:
+                if c not in loads:
+                    raise PlanningError(f"pool {p} serves class {c} but no load was given for it")
+                demand[(p, c)] = loads[c]
+    if isinstance(gpu_budget, Mapping):
+        missing = [p for p in pools if p not in gpu_budget]
+        if missing:
+            raise PlanningError(f"no GPU budget for pools {missing}; pass one per pool or a single total")
+        budget = {p: int(gpu_budget[p]) for p in pools}
+    else:
+        budget = {ALL_POOLS: int(gpu_budget)}
+    classes = sorted({c for (_p, c) in demand})
+    slo = {c: settings.slo.for_class(c) for c in classes}
+    costs = costs_from_settings(settings, window_s, carbon_g_per_kwh)
+    table = cell_table(profiles)
+    cells = useful_cells(table, slo, costs, settings.hardware.tp_degrees)
+    # a start above the bound costs more than any window's operation of the whole budget
+    max_cell = max((costs.cell(x.power_w, x.tp) / x.tp for cs in cells.values() for x in cs), default=1.0)
+    costs = _with_penalty(costs, 10.0 * max_cell * max(8, sum(budget.values())))
+    flags = [f"no SLO-feasible cell for class {c}" for c in classes if not cells.get(c)]
+    top = int(max((k[2] for k in table), default=0))
+    return PoolProblem(demand=demand, budget=budget, cells=cells, costs=costs,
+                       prev=dict(prev) if prev is not None else None, table=table, slo=slo, top_mhz=top, flags=flags)
+
+
+def _with_penalty(costs: Costs, penalty: float) -> Costs:
+    from dataclasses import replace
+
+    return replace(costs, change_penalty=penalty)
