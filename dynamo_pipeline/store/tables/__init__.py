@@ -2,6 +2,7 @@
 
 from dynamo_pipeline.store.tables.base import Base
 from dynamo_pipeline.store.tables import ingest  # noqa: F401  (registers tables)
+from dynamo_pipeline.store.tables import sim  # noqa: F401
 
 metadata = Base.metadata
 
