@@ -159,8 +159,7 @@ def assign(trace: pd.DataFrame, plans: list[WindowPlan], table: ProfileTable, cl
         win_rows.append(_transitions(w, prev_plan, plan, params))
         prev_plan = plan
         if a1 > a0 and not plan.instances:
-            counters["dropped"] += int(a1 - a0)  # nothing to serve on: every request misses
-            continue
+            continue  # nothing to serve on: every request of the window is dropped
         local = _route(pred_c[a0:a1], iset, classes, rng) if a1 > a0 else np.zeros(0, dtype=np.int64)
         tb = np.searchsorted(t[a0:a1], w * params.window_s + np.arange(ticks_per_window + 1) * tick_s) + a0
         tb[-1] = a1
@@ -185,12 +184,8 @@ def assign(trace: pd.DataFrame, plans: list[WindowPlan], table: ProfileTable, cl
                 clocks[a], util[a] = f, u
             over = np.flatnonzero(util > 1.0 + 1e-9)
             if over.size:
-                _relieve(over, li, tc, b0, t, loads, clocks, util, iset, tick_s, moved, counters, row_drop := [], classes)
-                if row_drop:
-                    drop_idx = np.array(row_drop, dtype=np.int64)
-                    li = li.copy()
-                    li[drop_idx - b0] = -1
-                li = np.where(li >= 0, li, -1)
+                li = li.copy()
+                _relieve(over, li, tc, b0, t, loads, clocks, util, iset, tick_s, moved, counters)
                 local[b0 - a0:b1 - a0] = li
             base = len(tick_rows)
             for a in range(n_inst):
@@ -205,21 +200,22 @@ def assign(trace: pd.DataFrame, plans: list[WindowPlan], table: ProfileTable, cl
             ok = li >= 0
             seg = np.arange(b0, b1)
             row[seg[ok]] = base + li[ok]
-    counters["dropped"] += int(sum(1 for _ in ()))  # drops from _relieve are already counted
     ticks = pd.DataFrame(tick_rows, columns=["window", "tick", "instance_id", "pool", "tp", "clock_mhz",
                                              "prev_clock_mhz", "util"])
     lm = np.array(load_rows).reshape(-1, k) if load_rows else np.zeros((0, k))
     for j, c in enumerate(classes):
         ticks[f"load_{c}"] = lm[:, j]
     ticks.attrs["tick_s"] = tick_s
-    dropped_total = int((row < 0).sum())
-    counters["dropped"] = dropped_total
+    counters["dropped"] = int((row < 0).sum())  # by the fast path, and windows with no instance
     return Assignment(row=row, moved=moved, reordered=reordered, ticks=ticks,
                       windows=pd.DataFrame(win_rows), classes=classes, counters=counters)
 
 
-def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_s, moved, counters, drops, classes):
-    """Move or drop requests from overloaded instances until each has u ≤ 1 (steps 3 and 4)."""
+def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_s, moved, counters) -> None:
+    """Move or drop requests from overloaded instances until each has u ≤ 1 (steps 3 and 4). ``li``
+    (instance per request of the tick, -1 = dropped), ``loads``, ``clocks`` and ``util`` are updated
+    in place."""
+    drops: list[int] = []
     n_inst = len(iset.inst)
     largest = len(iset.pools) - 1
     for a in over:
@@ -230,10 +226,13 @@ def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_
         order = idx[np.lexsort((-t[b0 + idx], -key))]
         with np.errstate(divide="ignore"):
             contrib = 1.0 / (tick_s * cap[tc[order]])
-        need = util[a] - 1.0
-        csum = np.cumsum(np.where(np.isfinite(contrib), contrib, need + 1.0))
-        n_out = int(np.searchsorted(csum, need - 1e-12, side="left")) + 1
-        take = order[:min(n_out, order.size)]
+        # requests this instance cannot serve within their SLO at all must go; then enough of the
+        # rest, in order, to bring the utilisation down to 1
+        cannot = ~np.isfinite(contrib)
+        rest = order[~cannot]
+        need = float(contrib[~cannot].sum()) - 1.0
+        n_out = int(np.searchsorted(np.cumsum(contrib[~cannot]), need - 1e-12, side="left")) + 1 if need > 0 else 0
+        take = np.concatenate([order[cannot], rest[:min(n_out, rest.size)]])
         for q in take:
             c = int(tc[q])
             own_pools = np.flatnonzero(iset.serves[:, c])
@@ -263,11 +262,11 @@ def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_
                     placed = True
                     break
             if not placed:
-                drops.append(b0 + q)
+                drops.append(int(q))
             loads[a, c] -= 1.0 / tick_s
         util[a] = iset.util(a, int(clocks[a]), loads[a])
-    for q in drops:
-        li[q - b0] = -1
+    if drops:
+        li[np.array(drops)] = -1
 
 
 def _transitions(w: int, prev: WindowPlan | None, plan: WindowPlan, params: ClusterParams) -> dict:

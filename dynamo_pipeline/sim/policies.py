@@ -21,8 +21,9 @@ oracle         dynamollm with the true future load and true lengths (the caller 
                predicted = true classes): the lower bound
 =============  ==============================================================================
 
-Loads given to policies are per-window *peak tick* rates (arrivals per second over the busiest tick
-of the window, per class): an instance sized for a window's mean overflows at its busiest minute.
+Loads given to policies are per-window planning rates (:func:`~.replay.peak_tick_loads`: each
+class's mean rate scaled by the window's burst at the tick scale): an instance sized for a window's
+mean overflows at its busiest minute.
 Forecasting policies see the loads of the predicted classes up to the previous window only.
 """
 
@@ -53,7 +54,7 @@ class PolicyError(ValueError):
 
 @dataclass
 class PolicyContext:
-    """What a policy may know. ``true_loads``: windows × classes peak-tick rps of the true classes;
+    """What a policy may know. ``true_loads``: windows × classes planning rps of the true classes;
     ``observed_loads``: the same by predicted class (what the gateway sees)."""
 
     settings: Settings

@@ -47,14 +47,20 @@ class SimResult:
 
 def peak_tick_loads(trace: pd.DataFrame, classes: list[str], column: str, window_s: float, tick_s: float,
                     n_windows: int) -> pd.DataFrame:
-    """Windows × classes: the busiest tick's arrival rate (rps) of each class in each window."""
+    """Windows × classes planning loads (rps): each class's mean rate in the window, raised by the
+    window's burst ratio (the busiest tick's total rate over the window's mean total rate). The
+    burst is measured on the total, so a class's own per-minute noise is not summed nine times."""
     ticks_per_window = max(1, int(round(window_s / tick_s)))
     tick = window_s / ticks_per_window
     idx = np.minimum((trace["t_s"].to_numpy() // tick).astype(np.int64), n_windows * ticks_per_window - 1)
     k = len(classes)
     counts = np.bincount(idx * k + trace[column].to_numpy().astype(np.int64),
                          minlength=n_windows * ticks_per_window * k).reshape(n_windows, ticks_per_window, k)
-    return pd.DataFrame(counts.max(axis=1) / tick, columns=classes)
+    mean = counts.sum(axis=1) / window_s
+    total = counts.sum(axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        burst = np.where(total.sum(axis=1) > 0, total.max(axis=1) / tick / (total.sum(axis=1) / window_s), 1.0)
+    return pd.DataFrame(mean * burst[:, None], columns=classes)
 
 
 def last_value_upper(margin: float = 0.15, lookback: int = 2) -> Forecaster:

@@ -9,7 +9,7 @@ import math
 from datetime import datetime, timezone
 
 import pandas as pd
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 
 from dynamo_pipeline.sim.replay import SimResult
 from dynamo_pipeline.store.db import Store
@@ -56,4 +56,4 @@ def runs_frame(store: Store, label: str | None = None) -> pd.DataFrame:
 
 def windows_frame(store: Store, run_id: int) -> pd.DataFrame:
     with store.engine.connect() as conn:
-        return pd.read_sql(text("SELECT * FROM sim_windows WHERE run_id = :r ORDER BY window"), conn, params={"r": run_id})
+        return pd.read_sql(select(SimWindow).where(SimWindow.run_id == run_id).order_by(SimWindow.window), conn)
