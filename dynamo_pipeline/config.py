@@ -143,6 +143,31 @@ class IngestConfig(_Strict):
     chunk_rows: int = Field(250_000, ge=1_000)
 
 
+class ForecastConfig(_Strict):
+    """Load forecasts (:mod:`dynamo_pipeline.forecast`): which forecaster the planner uses, the upper
+    quantile it provisions for, the two horizons, and how short or dirty histories are handled."""
+
+    forecaster: str = Field("snaive_week", description="a name from `dynamo forecast backtest --help`")
+    upper_quantile: float = Field(0.9, gt=0.5, lt=1.0)
+    day_ahead_s: int = Field(86_400, ge=3_600, description="nightly plan horizon")
+    intraday_s: int = Field(1_800, ge=300, description="intra-day horizon, corrected by the latest windows")
+    correction_windows: int = Field(3, ge=1, description="latest observed windows that correct intra-day forecasts")
+    min_history_s: int = Field(2 * 86_400, ge=0, description="shorter histories fall back to `fallback`")
+    fallback: str = "last_value"
+    calibration_s: int = Field(86_400, ge=0, description="held-out span that calibrates the upper quantile; 0: none")
+    outlier_mad: float = Field(8.0, ge=0, description="clip training values above median + k·MAD (1-day window); 0: off")
+    holidays: tuple[str, ...] = Field((), description="ISO dates given to Prophet as holidays")
+
+
+class LengthsConfig(_Strict):
+    """Output-length predictor (:mod:`dynamo_pipeline.lengths`)."""
+
+    model_dir: str = Field("models", description="where trained predictors are saved, relative to `home`")
+    text_hash_features: int = Field(2**18, ge=2**10, description="hashed word/bigram features of prompt text")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
 class Settings(BaseSettings):
     """All settings. Build with :func:`load_settings` to get :class:`ConfigError` on bad input."""
 
@@ -160,6 +185,8 @@ class Settings(BaseSettings):
     carbon: CarbonConfig = CarbonConfig()
     ingest: IngestConfig = IngestConfig()
     planner: PlannerConfig = PlannerConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    lengths: LengthsConfig = LengthsConfig()
 
     @field_validator("window_s")
     @classmethod
