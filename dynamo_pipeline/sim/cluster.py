@@ -99,6 +99,41 @@ class _InstanceSet:
         order = list(plan.pools)
         self.pool_idx = np.array([order.index(i.pool) for i in self.inst], dtype=np.int64)
         self.pools = order
+        # per instance: its TP's profiled clocks (padded with the top clock), capacities at each,
+        # and its clock table as (max rps, clock index) bands ending with (inf, fallback)
+        n_f = max((len(table.clocks[int(t)]) for t in self.tp), default=1)
+        self.clk = np.zeros((n, n_f), dtype=np.int64)
+        self.caps = np.zeros((n, n_f, k))
+        n_b = max((len(i.clock_table) for i in self.inst), default=0) + 1
+        self.band_rps = np.full((n, n_b), np.inf)
+        self.band_fi = np.zeros((n, n_b), dtype=np.int64)
+        self.top_fi = np.zeros(n, dtype=np.int64)
+        for a, i in enumerate(self.inst):
+            cl = table.clocks[i.tp]
+            self.clk[a, :] = cl[-1]
+            self.clk[a, :len(cl)] = cl
+            for fi in range(n_f):
+                self.caps[a, fi] = self.cap(a, int(self.clk[a, fi]))
+            self.top_fi[a] = len(cl) - 1
+            fidx = {f: j for j, f in enumerate(cl)}
+            bands = list(i.clock_table) if i.clock_table else []
+            for j, (rps, clock) in enumerate(bands):
+                self.band_rps[a, j] = rps
+                self.band_fi[a, j] = fidx[table.nearest_clock(i.tp, clock)]
+            last = i.fallback_clock_mhz if bands else i.clock_mhz
+            self.band_fi[a, len(bands):] = fidx[table.nearest_clock(i.tp, last)]
+            self.band_rps[a, len(bands):] = np.inf
+
+    def clocks_for(self, loads: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Clock index each agent picks from its table for the observed loads, the utilisation at
+        every profiled clock (instances × clocks) and at the picked one."""
+        total = loads.sum(axis=1)
+        band = (total[:, None] > self.band_rps).sum(axis=1)
+        fi = self.band_fi[np.arange(len(total)), np.minimum(band, self.band_rps.shape[1] - 1)]
+        lo = loads[:, None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u_all = np.where(lo > 0, lo / self.caps, 0.0).sum(axis=2)
+        return fi, u_all, u_all[np.arange(len(total)), fi]
 
     def cap(self, a: int, clock: int) -> np.ndarray:
         key = (int(self.tp[a]), int(clock))
@@ -144,10 +179,12 @@ def assign(trace: pd.DataFrame, plans: list[WindowPlan], table: ProfileTable, cl
     moved = np.zeros(n_req, dtype=bool)
     reordered = np.zeros(n_req, dtype=bool)
     counters = dict(clock_raises=0, clock_changes=0, moved=0, dropped=0, reordered=0, mispredicted=int((true_c != pred_c).sum()))
-    tick_rows: list[tuple] = []
-    load_rows: list[np.ndarray] = []
+    tick_parts: list[tuple] = []
+    n_rows = 0
     win_rows: list[dict] = []
-    last_clock: dict[str, int] = {}
+    key_of: dict[str, int] = {}       # instance id → integer key, stable across windows
+    pool_of: list[str] = []
+    last_clock = np.full(0, -1, dtype=np.int64)
     ticks_per_window = max(1, int(round(params.window_s / params.tick_s)))
     tick_s = params.window_s / ticks_per_window
     prev_plan: WindowPlan | None = None
@@ -164,6 +201,13 @@ def assign(trace: pd.DataFrame, plans: list[WindowPlan], table: ProfileTable, cl
         tb = np.searchsorted(t[a0:a1], w * params.window_s + np.arange(ticks_per_window + 1) * tick_s) + a0
         tb[-1] = a1
         n_inst = len(plan.instances)
+        for i in plan.instances:
+            if i.instance_id not in key_of:
+                key_of[i.instance_id] = len(key_of)
+                pool_of.append(i.pool)
+        keys = np.array([key_of[i.instance_id] for i in plan.instances], dtype=np.int64)
+        if last_clock.size < len(key_of):
+            last_clock = np.concatenate([last_clock, np.full(len(key_of) - last_clock.size, -1, dtype=np.int64)])
         for j in range(ticks_per_window):
             b0, b1 = tb[j], tb[j + 1]
             li = local[b0 - a0:b1 - a0]
@@ -172,37 +216,39 @@ def assign(trace: pd.DataFrame, plans: list[WindowPlan], table: ProfileTable, cl
             misfit = ~iset.serves[li, tc]
             reordered[b0:b1] = misfit
             counters["reordered"] += int(misfit.sum())
-            clocks = np.empty(n_inst, dtype=np.int64)
-            util = np.empty(n_inst)
-            for a in range(n_inst):
-                f = table.nearest_clock(int(iset.tp[a]), plan.instances[a].clock_for_load(float(loads[a].sum())))
-                u = iset.util(a, f, loads[a])
-                if u > 1.0 and f != iset.top[a]:
-                    f = int(iset.top[a])
-                    u = iset.util(a, f, loads[a])
-                    counters["clock_raises"] += 1
-                clocks[a], util[a] = f, u
+            fi, u_all, util = iset.clocks_for(loads)
+            raise_ = (util > 1.0) & (fi != iset.top_fi)
+            if raise_.any():
+                counters["clock_raises"] += int(raise_.sum())
+                fi = np.where(raise_, iset.top_fi, fi)
+                util = u_all[np.arange(n_inst), fi]
+            clocks = iset.clk[np.arange(n_inst), fi]
             over = np.flatnonzero(util > 1.0 + 1e-9)
             if over.size:
                 li = li.copy()
                 _relieve(over, li, tc, b0, t, loads, clocks, util, iset, tick_s, moved, counters)
                 local[b0 - a0:b1 - a0] = li
-            base = len(tick_rows)
-            for a in range(n_inst):
-                iid = iset.ids[a]
-                prev = last_clock.get(iid, int(clocks[a]))
-                if prev != clocks[a]:
-                    counters["clock_changes"] += 1
-                last_clock[iid] = int(clocks[a])
-                tick_rows.append((w, w * ticks_per_window + j, iid, plan.instances[a].pool, int(iset.tp[a]),
-                                  int(clocks[a]), prev, float(util[a])))
-                load_rows.append(loads[a])
+            base = n_rows
+            prev = last_clock[keys]
+            prev = np.where(prev < 0, clocks, prev)
+            counters["clock_changes"] += int((prev != clocks).sum())
+            last_clock[keys] = clocks
+            tick_parts.append((np.full(n_inst, w), np.full(n_inst, w * ticks_per_window + j), keys, iset.tp,
+                               clocks.copy(), prev, util.copy(), loads))
+            n_rows += n_inst
             ok = li >= 0
             seg = np.arange(b0, b1)
             row[seg[ok]] = base + li[ok]
-    ticks = pd.DataFrame(tick_rows, columns=["window", "tick", "instance_id", "pool", "tp", "clock_mhz",
-                                             "prev_clock_mhz", "util"])
-    lm = np.array(load_rows).reshape(-1, k) if load_rows else np.zeros((0, k))
+    cols = ["window", "tick", "key", "tp", "clock_mhz", "prev_clock_mhz", "util"]
+    if tick_parts:
+        ticks = pd.DataFrame({c: np.concatenate([p[m] for p in tick_parts]) for m, c in enumerate(cols)})
+        lm = np.concatenate([p[7] for p in tick_parts])
+    else:
+        ticks = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in cols})
+        lm = np.zeros((0, k))
+    ids = np.array(list(key_of), dtype=object)
+    ticks["instance_id"] = ids[ticks["key"].to_numpy()] if len(ids) else np.zeros(0, dtype=object)
+    ticks["pool"] = np.array(pool_of, dtype=object)[ticks["key"].to_numpy()] if pool_of else np.zeros(0, dtype=object)
     for j, c in enumerate(classes):
         ticks[f"load_{c}"] = lm[:, j]
     ticks.attrs["tick_s"] = tick_s
@@ -216,7 +262,6 @@ def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_
     (instance per request of the tick, -1 = dropped), ``loads``, ``clocks`` and ``util`` are updated
     in place."""
     drops: list[int] = []
-    n_inst = len(iset.inst)
     largest = len(iset.pools) - 1
     for a in over:
         idx = np.flatnonzero(li == a)
@@ -233,37 +278,36 @@ def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_
         need = float(contrib[~cannot].sum()) - 1.0
         n_out = int(np.searchsorted(np.cumsum(contrib[~cannot]), need - 1e-12, side="left")) + 1 if need > 0 else 0
         take = np.concatenate([order[cannot], rest[:min(n_out, rest.size)]])
-        for q in take:
-            c = int(tc[q])
-            own_pools = np.flatnonzero(iset.serves[:, c])
-            prefs = [np.setdiff1d(own_pools, [a]),
-                     np.setdiff1d(np.flatnonzero(iset.pool_idx == iset.pool_idx[a]), [a]),
-                     np.setdiff1d(np.flatnonzero(iset.pool_idx == largest), [a])]
-            placed = False
-            for cand in prefs:
-                if cand.size == 0:
+        tcs = tc[take]
+        for c in np.unique(tcs):
+            left = take[tcs == c]
+            loads[a, c] -= left.size / tick_s
+            prefs = (iset.serves[:, c], iset.pool_idx == iset.pool_idx[a], iset.pool_idx == largest)
+            for mask in prefs:
+                cand = np.flatnonzero(mask)
+                cand = cand[(cand != a) & (iset.cap_top[cand, c] > 0)]
+                if cand.size == 0 or left.size == 0:
                     continue
-                top_caps = iset.cap_top[cand, c]
-                room = (1.0 - np.array([iset.util(b, int(iset.top[b]), loads[b]) for b in cand])) * tick_s * top_caps
-                best = int(np.argmax(room))
-                if room[best] >= 1.0:
-                    b = int(cand[best])
-                    li[q] = b
-                    loads[b, c] += 1.0 / tick_s
-                    f = int(clocks[b])
-                    u = iset.util(b, f, loads[b])
-                    if u > 1.0 and f != iset.top[b]:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    u_top = np.where(loads[cand] > 0, loads[cand] / iset.cap_top[cand], 0.0).sum(axis=1)
+                room = np.floor((1.0 - u_top) * tick_s * iset.cap_top[cand, c] + 1e-9).astype(np.int64)
+                for j in np.argsort(-room, kind="stable"):
+                    take_n = int(min(room[j], left.size))
+                    if take_n <= 0:
+                        break
+                    b = int(cand[j])
+                    li[left[:take_n]] = b
+                    moved[b0 + left[:take_n]] = True
+                    counters["moved"] += take_n
+                    loads[b, c] += take_n / tick_s
+                    u = iset.util(b, int(clocks[b]), loads[b])
+                    if u > 1.0 and clocks[b] != iset.top[b]:
                         clocks[b] = iset.top[b]
                         counters["clock_raises"] += 1
                         u = iset.util(b, int(iset.top[b]), loads[b])
                     util[b] = u
-                    moved[b0 + q] = True
-                    counters["moved"] += 1
-                    placed = True
-                    break
-            if not placed:
-                drops.append(int(q))
-            loads[a, c] -= 1.0 / tick_s
+                    left = left[take_n:]
+            drops.extend(int(q) for q in left)
         util[a] = iset.util(a, int(clocks[a]), loads[a])
     if drops:
         li[np.array(drops)] = -1

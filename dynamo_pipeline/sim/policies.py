@@ -68,6 +68,14 @@ class PolicyContext:
     max_servers: int = 10_000
     progress: bool = False
     notes: list[str] = field(default_factory=list)
+    _clock_tables: dict = field(default_factory=dict, repr=False)
+
+    def clock_table(self, cls: str, tp: int, max_load_rps: float | None) -> tuple[tuple[float, int], ...]:
+        """The planner's clock table for (class, TP) cut at ``max_load_rps`` (memoised)."""
+        key = (cls, tp, max_load_rps)
+        if key not in self._clock_tables:
+            self._clock_tables[key] = tuple(clock_table(self.profile, cls, tp, self.table.slo[cls], max_load_rps))
+        return self._clock_tables[key]
 
     @property
     def n_windows(self) -> int:
@@ -117,15 +125,11 @@ def _restrict(profile: pd.DataFrame, tp: int | None = None, top_clock: bool = Fa
     return out
 
 
-def _slo(ctx: PolicyContext) -> dict[str, tuple[float, float]]:
-    return ctx.table.slo
-
-
 def _instances_from_pool_plan(plan, ctx: PolicyContext, w: int, clock_tables: bool) -> list[InstancePlan]:
     out = []
     for g in plan.groups:
         top = ctx.table.top_clock(g.tp)
-        table = tuple(clock_table(ctx.profile, g.cls, g.tp, _slo(ctx)[g.cls], g.load_rps)) if clock_tables else ()
+        table = ctx.clock_table(g.cls, g.tp, g.load_rps) if clock_tables else ()
         for k in range(g.count):
             out.append(InstancePlan(f"{g.pool}/{g.cls}/tp{g.tp}/{k}", g.pool, g.tp, (g.cls,),
                                     g.freq_mhz if clock_tables else top, g.load_rps, top, table))
@@ -198,9 +202,8 @@ def multipool(ctx: PolicyContext) -> list[WindowPlan]:
 @register("scalefreq")
 def scalefreq(ctx: PolicyContext) -> list[WindowPlan]:
     pools, insts, servers = _multipool_base(ctx)
-    slo = _slo(ctx)
     tuned = [InstancePlan(i.instance_id, i.pool, i.tp, i.classes, i.clock_mhz, i.max_load_rps, i.fallback_clock_mhz,
-                          tuple(clock_table(ctx.profile, i.classes[0], i.tp, slo[i.classes[0]], i.max_load_rps)))
+                          ctx.clock_table(i.classes[0], i.tp, i.max_load_rps))
              for i in insts]
     return [_window_plan(pools, tuned, ctx, servers)] * ctx.n_windows
 

@@ -79,6 +79,13 @@ def load_trace(store: Store, settings: Settings, tenant: str | None = None, mode
     return _frame(a[:, 0], a[:, 1], a[:, 2], settings, what)
 
 
+def trace_from_requests(requests: pd.DataFrame, settings: Settings, source: str = "requests") -> pd.DataFrame:
+    """A trace from a request frame with ``arrived_at_us, input_tokens, output_tokens`` (the store's
+    and the ServeGen-derived generator's columns)."""
+    return _frame(requests["arrived_at_us"].to_numpy(np.int64), requests["input_tokens"].to_numpy(),
+                  requests["output_tokens"].to_numpy(), settings, source)
+
+
 def read_trace_file(path: str | Path, settings: Settings) -> pd.DataFrame:
     """A trace from an Azure-format CSV (``TIMESTAMP, ContextTokens, GeneratedTokens``, gzip ok) or a
     Parquet / CSV file with ``arrived_at`` (or ``t_s``), ``input_tokens`` and ``output_tokens``."""
