@@ -1,0 +1,85 @@
+"""`dynamo profile`: measure an energy-performance profile (thin wrapper over
+:func:`dynamo_pipeline.profiling.run_profile`)."""
+
+from __future__ import annotations
+
+import click
+
+from dynamo_pipeline.cli import main
+from dynamo_pipeline.cli.common import Context, fail, pass_ctx
+from dynamo_pipeline.hardware import GPUS, MODELS, HardwareError, make_backend
+
+
+def _ints(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated integers, e.g. 1200,1600,1980") from None
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["sim", "nvml"]), default="sim", show_default=True,
+              help="sim: the simulated server (no GPU needed). nvml: a real engine at --url, clocks locked "
+                   "and energy read by NVML on this node.")
+@click.option("--model", default=None, help=f"Model card (default: hardware.model). Known: {', '.join(MODELS)}.")
+@click.option("--gpu", default=None, help=f"GPU card (default: hardware.gpu). Known: {', '.join(GPUS)}.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Profiles folder (default: the repository's profiles/); writes <root>/<gpu>/<model>.csv.")
+@click.option("--requests", "n_requests", default=600, show_default=True, help="Requests per grid point.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the request streams.")
+@click.option("--tp", "tp", default=None, help="TP degrees, comma-separated (default: those that fit).")
+@click.option("--clocks", default=None, help="SM clocks in MHz, comma-separated (default: the GPU card's grid).")
+@click.option("--classes", "class_names", default=None, help="Classes, comma-separated (default: all nine).")
+@click.option("--url", default=None, help="nvml: base URL of the engine's OpenAI-compatible API, e.g. http://127.0.0.1:8000.")
+@click.option("--served-model", default=None, help="nvml: model name the engine serves (default: --model).")
+@click.option("--gpus", "gpu_ids", default=None, help="nvml: GPU indices the engine runs on, e.g. 0,1,2,3.")
+@click.option("--store/--no-store", "use_store", default=True, show_default=True,
+              help="Also write the rows to the store's profiles table (needs `dynamo db upgrade`).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on).")
+@pass_ctx
+def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root: str | None, n_requests: int,
+            seed: int, tp: str | None, clocks: str | None, class_names: str | None, url: str | None,
+            served_model: str | None, gpu_ids: str | None, use_store: bool, progress: bool | None) -> None:
+    """Measure the grid class x TP x clock x load and write profiles/<gpu>/<model>.csv.
+
+    Each point serves a Poisson stream of one class's requests on one instance and records
+    throughput, P50/P99 TTFT and TBT, power and energy per request, with provenance (source,
+    package versions; the store adds run id, backend and time). An interrupted run resumes where
+    it stopped when started again with the same options.
+
+    \b
+    Examples:
+      dynamo profile --backend sim --model Llama-2-70B --gpu H100-SXM
+      sudo dynamo profile --backend nvml --model Llama-2-70B --gpu H100-SXM \\
+           --url http://127.0.0.1:8000 --gpus 0,1,2,3 --tp 4
+    """
+    from dynamo_pipeline.profiling import SimRunner, run_profile
+    from dynamo_pipeline.profiling.http_runner import HttpRunner
+
+    s = ctx.settings
+    model, gpu = model or s.hardware.model, gpu or s.hardware.gpu
+    if model not in MODELS or gpu not in GPUS:
+        fail(f"unknown model {model!r} or GPU {gpu!r}; known models {sorted(MODELS)}, GPUs {sorted(GPUS)}")
+    tps, clk = _ints(tp), _ints(clocks)
+    names = tuple(class_names.split(",")) if class_names else None
+    if names and set(names) - set(s.classes.names()):
+        fail(f"unknown classes {sorted(set(names) - set(s.classes.names()))}; use some of {s.classes.names()}")
+    try:
+        if backend == "sim":
+            runner = SimRunner(model, gpu)
+        else:
+            ids = _ints(gpu_ids)
+            if not url or not ids:
+                fail("--backend nvml needs --url (the engine's OpenAI-compatible API) and --gpus (its GPU indices)")
+            hw = make_backend("nvml")
+            runner = HttpRunner(hw, url, served_model or model, list(ids), model_card=model, gpu_card=gpu)
+            tps = tps or (len(ids),)
+        store = ctx.store() if use_store else None
+        res = run_profile(runner, s, gpu, model, root=root, store=store, seed=seed, n_requests=n_requests,
+                          tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend)
+    except (HardwareError, ValueError, KeyError) as e:
+        fail(str(e))
+    click.echo(f"{res.path}: {len(res.frame)} points ({res.points_measured} measured, {res.points_skipped} "
+               f"resumed), run {res.run_id}")
