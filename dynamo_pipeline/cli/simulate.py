@@ -26,13 +26,11 @@ def _profile(ctx: Context, path: str | None) -> pd.DataFrame:
             return pd.read_csv(path)
         except (OSError, ValueError) as e:
             fail(f"cannot read profile {path}: {e}")
-    try:
-        from dynamo_pipeline.profiling import load_profile
-    except ImportError:
-        fail("no profile given and the profiling stage is not installed; pass --profile profiles/GPU/MODEL.csv")
+    from dynamo_pipeline.profiling import load_profile
+
     try:
         return load_profile(hw.gpu, hw.model)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (LookupError, ValueError) as e:
         fail(f"no profile for {hw.gpu} / {hw.model}: {e}; run `dynamo profile` or pass --profile")
 
 

@@ -134,6 +134,14 @@ def _capacity(load: np.ndarray, ttft: np.ndarray, tbt: np.ndarray, ttft_slo: flo
     return float(load[i - 1] + t * (load[i] - load[i - 1]))
 
 
+def with_class_slos(settings, profile: pd.DataFrame):
+    """Settings whose ``slo.per_class`` spells out every class's SLO from :func:`class_slos`, so the
+    planner (which reads ``settings.slo.for_class``) and the simulator judge by the same SLOs."""
+    slos = class_slos(settings, profile)
+    per_class = {c: {"ttft_p99_s": v[0], "tbt_p99_s": v[1]} for c, v in slos.items()}
+    return settings.model_copy(update={"slo": settings.slo.model_copy(update={"per_class": per_class})})
+
+
 def class_slos(settings, profile: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """(TTFT, TBT) P99 SLO per class from settings (per-class overrides applied). Long-input classes
     (input letter L) may take ``long_input_ttft_factor`` × their bare prefill time — the profile's

@@ -26,7 +26,7 @@ from dynamo_pipeline.config import Settings
 from dynamo_pipeline.sim.cluster import Assignment, ClusterParams, assign
 from dynamo_pipeline.sim.fast import evaluate_fast
 from dynamo_pipeline.sim.policies import PERFECT_LENGTHS, Forecaster, PolicyContext, get_policy
-from dynamo_pipeline.sim.profile_view import ProfileTable, class_slos
+from dynamo_pipeline.sim.profile_view import ProfileTable, class_slos, with_class_slos
 
 MODES = ("fast", "detailed")
 J_PER_KWH = 3.6e6
@@ -80,6 +80,7 @@ def simulate(trace: pd.DataFrame, policy: str, settings: Settings, profile: pd.D
     params = params or ClusterParams(window_s=float(settings.window_s), server_start_s=settings.hardware.server_start_s,
                                      reshard_s=settings.planner.reshard_s, gpus_per_server=settings.hardware.gpus_per_server)
     classes = settings.classes.names()
+    settings = with_class_slos(settings, profile)
     table = ProfileTable(profile, class_slos(settings, profile), gpu_idle_w=settings.planner.gpu_idle_w)
     if policy in PERFECT_LENGTHS:
         trace = trace.assign(pred_cls=trace["cls"])
