@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONV = ROOT / "samples/azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz"
 REPEAT = int(os.environ.get("BENCH_SIM_REPEAT", 3))
 WEEK_DAYS = float(os.environ.get("BENCH_SIM_DAYS", 7))
+WEEK_SERVERS = int(os.environ.get("BENCH_SIM_WEEK_SERVERS", 40))
 
 
 def _profile(settings) -> pd.DataFrame:
@@ -73,10 +74,16 @@ def main() -> None:
     table = ProfileTable(prof, class_slos(s, prof), s.planner.gpu_idle_w)
     wide = loads.pivot_table(index="window_start_s", columns="class_name", values="rate_rps", fill_value=0.0)
     u1 = peak_utilisation(wide.reindex(columns=classes, fill_value=0.0), table, classes)
-    rate_scale = 40 * 0.95 / u1  # singlepool: about 40 servers at the (window-mean) peak
+    rate_scale = WEEK_SERVERS * 0.95 / u1  # singlepool: about WEEK_SERVERS servers at the (window-mean) peak
     t0 = time.perf_counter()
-    req = generate_requests(loads, s.classes, seed=0, rate_scale=rate_scale)
-    week = predict_classes(trace_from_requests(req, s, "servegen m-large"), s)
+    parts = []  # day by day, keeping only the numeric columns (the generator's ids are strings)
+    day0 = int(loads["window_start_s"].min())
+    for d in range(int(np.ceil(WEEK_DAYS))):
+        day = loads[(loads["window_start_s"] >= day0 + d * 86_400) & (loads["window_start_s"] < day0 + (d + 1) * 86_400)]
+        req = generate_requests(day, s.classes, seed=d, rate_scale=rate_scale)
+        parts.append(req[["arrived_at_us", "input_tokens", "output_tokens"]].copy())
+        del req
+    week = predict_classes(trace_from_requests(pd.concat(parts, ignore_index=True), s, "servegen m-large"), s)
     gen_s = time.perf_counter() - t0
     r = simulate(week, "dynamollm", s, prof)
     sm = r.summary

@@ -147,14 +147,15 @@ class ForecastConfig(_Strict):
     """Load forecasts (:mod:`dynamo_pipeline.forecast`): which forecaster the planner uses, the upper
     quantile it provisions for, the two horizons, and how short or dirty histories are handled."""
 
-    forecaster: str = Field("snaive_week", description="a name from `dynamo forecast backtest --help`")
+    forecaster: str = Field("ensemble", description="day-ahead forecaster: a name from `dynamo forecast backtest --help`")
+    intraday_forecaster: str = Field("last_value", description="forecaster for the intra-day horizon")
     upper_quantile: float = Field(0.9, gt=0.5, lt=1.0)
     day_ahead_s: int = Field(86_400, ge=3_600, description="nightly plan horizon")
     intraday_s: int = Field(1_800, ge=300, description="intra-day horizon, corrected by the latest windows")
     correction_windows: int = Field(3, ge=1, description="latest observed windows that correct intra-day forecasts")
     min_history_s: int = Field(2 * 86_400, ge=0, description="shorter histories fall back to `fallback`")
     fallback: str = "last_value"
-    calibration_s: int = Field(86_400, ge=0, description="held-out span that calibrates the upper quantile; 0: none")
+    calibration_s: int = Field(3 * 86_400, ge=0, description="held-out span that calibrates the upper quantile; 0: none")
     outlier_mad: float = Field(8.0, ge=0, description="clip training values above median + k·MAD (1-day window); 0: off")
     holidays: tuple[str, ...] = Field((), description="ISO dates given to Prophet as holidays")
 

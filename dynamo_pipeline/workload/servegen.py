@@ -36,7 +36,8 @@ SOURCE_WINDOW_S = 600
 STATS_WINDOW_S = 21_600
 DEFAULT_START = "2024-01-01T00:00:00Z"
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "samples" / "servegen"
-SHARED_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "servegen"
+SHARED_DIR = next((p / "shared" / "data" / "servegen" for p in Path(__file__).resolve().parents
+                   if (p / "shared" / "data" / "servegen").is_dir()), SAMPLE_DIR)
 _Z90 = 1.2815515655446004
 
 
