@@ -110,8 +110,8 @@ class PlannerConfig(_Strict):
     w_carbon·kg CO2, per window, plus reconfiguration costs amortised over ``reconfig_horizon_s``."""
 
     solver: str = Field("highs", description="highs (default) or cbc; the other one is the fallback")
-    time_limit_s: float = Field(5.0, gt=0)
-    mip_rel_gap: float = Field(1e-6, ge=0, description="relative optimality gap at which the solver stops")
+    time_limit_s: float = Field(1.0, gt=0, description="per solve; at the limit the incumbent is used (flagged)")
+    mip_rel_gap: float = Field(1e-3, ge=0, description="relative optimality gap at which the solver stops (0.1%: finer than the power model)")
     weight_energy: float = Field(1.0, ge=0, description="objective weight per kWh")
     weight_gpu_cost: float = Field(0.0, ge=0, description="objective weight per USD of GPU time")
     weight_carbon: float = Field(0.0, ge=0, description="objective weight per kg CO2")

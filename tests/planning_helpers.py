@@ -28,18 +28,22 @@ def random_profile(rng: random.Random, classes=("SS", "LL"), tps=(2, 4), clocks=
 
 def brute_force(problem: PoolProblem) -> float | None:
     """The least objective over every plan that uses SLO-feasible profile cells (all of them, not
-    only those the MILP keeps), covers every load and fits the budgets; None when none exists."""
+    only those the MILP keeps), covers every load and fits the budgets — among those that start at
+    most planner.max_changes_per_window instances when any does (staggering); None when none exists."""
     keys = [(p, c, cell) for (p, c) in problem.demand for cell in problem.table.values()
             if cell.cls == c and meets_slo(cell, problem.slo[c])]
     total = sum(problem.budget.values())
     best = None
+    best_bounded = None
 
     def rec(i: int, gpus: int, counts: dict) -> None:
-        nonlocal best
+        nonlocal best, best_bounded
         if i == len(keys):
             s = score_counts(problem, counts)
             if s.feasible and (best is None or s.objective < best - 1e-12):
                 best = s.objective
+            if s.feasible and not s.excess_changes and (best_bounded is None or s.objective < best_bounded - 1e-12):
+                best_bounded = s.objective
             return
         tp = keys[i][2].tp
         for n in range(0, (total - gpus) // tp + 1):
@@ -51,4 +55,4 @@ def brute_force(problem: PoolProblem) -> float | None:
         counts.pop(keys[i], None)
 
     rec(0, 0, {})
-    return best
+    return best_bounded if best_bounded is not None else best

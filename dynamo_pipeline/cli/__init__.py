@@ -42,7 +42,7 @@ def main(ctx: click.Context, config_path: str | None, db_url: str | None) -> Non
 
 
 def _register() -> None:
-    from dynamo_pipeline.cli import db, forecast, ingest, lengths, profile, simulate  # noqa: F401  (each module adds its commands to main)
+    from dynamo_pipeline.cli import db, forecast, ingest, lengths, plan, profile, simulate  # noqa: F401  (each module adds its commands to main)
 
 
 _register()

@@ -15,27 +15,30 @@ Parameters
     σ, ρ     cost of starting one GPU's share of a new instance / of re-sharding one GPU, both
              amortised over the reconfiguration horizon: a change is worth making only when the
              saving it brings over the horizon exceeds its cost
-    K, M     changes (instances started) allowed per window, and the penalty per change above K
+    K        instances started per window (staggering); the bound is added only when the plan
+             without it starts more than K (see ``solve.plan_pool``)
 
 Variables
     n[p,c,k] ∈ ℤ≥0   instances of class c in pool p running cell k
     u[p,t]   ≥ 0     instances of TP t started in pool p (new or re-sharded)
     g[p]     ≥ 0     GPUs pool p uses beyond what it used before (new instances, not re-sharding)
-    e        ≥ 0     changes above the per-window bound
 
 Objective
-    min  Σ κ[c,k]·n[p,c,k]  +  Σ_{p,t} ρ·t·u[p,t]  +  Σ_p (σ − ρ)·g[p]  +  M·e
+    min  Σ κ[c,k]·n[p,c,k]  +  Σ_{p,t} ρ·t·u[p,t]  +  Σ_p (σ − ρ)·g[p]
 
 Constraints
     cover_load[c] / cover_load[c@p]:  Σ_k ℓ_k·n[p,c,k] ≥ Λ[p,c]
     gpu_budget[b]:                    Σ_{p∈P(b)} Σ_{c,k} t_k·n[p,c,k] ≤ G[b]
     started[p,t]:                     u[p,t] ≥ Σ_{c, k: t_k=t} n[p,c,k] − m[p,t]
     new_gpus[p]:                      g[p] ≥ Σ_{c,k} t_k·n[p,c,k] − Σ_t t·m[p,t]
-    max_changes:                      Σ_{p,t} u[p,t] ≤ K + e
+    max_changes (when staggering):    Σ_{p,t} u[p,t] ≤ K
+    0 ≤ n[p,c,k] ≤ min(⌊G/t_k⌋, ⌈Λ[p,c]/ℓ_k⌉)   (valid: a plan with more is never cheaper)
     (n = 0 for SLO-infeasible cells: such cells get no variable at all.)
 
 At the optimum u = max(0, N − m) and g = max(0, ΔGPUs), so a started GPU costs ρ when it was
-re-sharded from the pool's own GPUs and σ when it is new. Only SLO-feasible cells have variables,
+re-sharded from the pool's own GPUs and σ when it is new. With the bound, the solver picks which
+K changes to make: those with the largest savings net of their cost; the rest wait for a later
+window. Only SLO-feasible cells have variables,
 and at equal (c, t) a cell with no more load for no less cost is dropped (see
 :func:`~.problem.useful_cells`); both keep the optimum. Scoring a plan with
 :func:`~.score.score_counts` evaluates exactly this objective without the solver.
@@ -43,6 +46,7 @@ and at equal (c, t) a cell with no more load for no less cost is dropped (see
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pulp
@@ -59,7 +63,6 @@ class PoolModel:
     n: dict[tuple[str, str, Cell], pulp.LpVariable]
     u: dict[tuple[str, int], pulp.LpVariable] = field(default_factory=dict)
     g: dict[str, pulp.LpVariable] = field(default_factory=dict)
-    excess: pulp.LpVariable | None = None
 
 
 def demand_name(problem: PoolProblem, pool: str, cls: str) -> str:
@@ -68,15 +71,20 @@ def demand_name(problem: PoolProblem, pool: str, cls: str) -> str:
     return f"{cls}@{pool}" if shared else cls
 
 
-def build_pool_model(problem: PoolProblem, name: str = "pool_level") -> PoolModel:
+def build_pool_model(problem: PoolProblem, max_changes: int | None = None, name: str = "pool_level") -> PoolModel:
     """The MILP above for one window. Classes with no feasible cell get no cover constraint (the
     problem's flags say so; the extraction reports their shortfall)."""
     lp = pulp.LpProblem(name, pulp.LpMinimize)
     keys: list[tuple[str, str, Cell]] = []
-    for (p, c), _rps in problem.demand.items():
-        keys.extend((p, c, cell) for cell in problem.cells.get(c, ()))
-    gpu_total = max(problem.budget.values(), default=0)
-    n = {key: lp.add_variable(f"n_{i}", 0, gpu_total // key[2].tp, pulp.LpInteger) for i, key in enumerate(keys)}
+    for (p, c), rps in problem.demand.items():
+        if rps > 0:
+            keys.extend((p, c, cell) for cell in problem.cells.get(c, ()))
+    gpu_cap = {p: min(g for b, g in problem.budget.items() if p in problem.budget_pools(b)) for p in problem.pools}
+    # n ≤ ⌈Λ/ℓ⌉: with non-negative costs, more instances of one cell than cover the load alone is
+    # never better (drop one: still covered, no dearer). Tightens the relaxation at large budgets.
+    n = {key: lp.add_variable(f"n_{i}", 0, min(gpu_cap[key[0]] // key[2].tp,
+                                               math.ceil(problem.demand[key[:2]] / key[2].load_rps - 1e-9)), pulp.LpInteger)
+         for i, key in enumerate(keys)}
 
     objective = [(v, problem.cell_cost(key[2])) for key, v in n.items()]
     by_demand: dict[tuple[str, str], list] = {}
@@ -113,10 +121,7 @@ def build_pool_model(problem: PoolProblem, name: str = "pool_level") -> PoolMode
             model.g[p] = g
             lp.addConstraint(pulp.LpAffineExpression(gpus_by_pool[p] + [(g, -1)]) <= prev_gpus, f"new_gpus[{p}]")
             objective.append((g, max(0.0, sigma - rho)))
-        e = lp.add_variable("excess_changes", 0)
-        model.excess = e
-        lp.addConstraint(pulp.LpAffineExpression([(u, 1) for u in model.u.values()] + [(e, -1)])
-                         <= costs.max_changes, "max_changes")
-        objective.append((e, costs.change_penalty))
+        if max_changes is not None:
+            lp.addConstraint(pulp.LpAffineExpression([(u, 1) for u in model.u.values()]) <= max_changes, "max_changes")
     lp.setObjective(pulp.LpAffineExpression(objective))
     return model

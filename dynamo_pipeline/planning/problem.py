@@ -61,8 +61,7 @@ class Costs:
     reshard_j_per_gpu: float
     reshard_s: float
     horizon_s: float                # a change must pay for itself within this time
-    max_changes: int
-    change_penalty: float = 0.0     # per start above max_changes (set by pool_problem)
+    max_changes: int                # instances started per window before staggering
 
     def energy(self, joules: float) -> float:
         kwh = joules / J_PER_KWH
@@ -236,16 +235,7 @@ def pool_problem(profiles: pd.DataFrame, loads: Mapping[str, float] | pd.Series,
     costs = costs_from_settings(settings, window_s, carbon_g_per_kwh)
     table = cell_table(profiles)
     cells = useful_cells(table, slo, costs, settings.hardware.tp_degrees)
-    # a start above the bound costs more than any window's operation of the whole budget
-    max_cell = max((costs.cell(x.power_w, x.tp) / x.tp for cs in cells.values() for x in cs), default=1.0)
-    costs = _with_penalty(costs, 10.0 * max_cell * max(8, sum(budget.values())))
     flags = [f"no SLO-feasible cell for class {c}" for c in classes if not cells.get(c)]
     top = int(max((k[2] for k in table), default=0))
     return PoolProblem(demand=demand, budget=budget, cells=cells, costs=costs,
                        prev=dict(prev) if prev is not None else None, table=table, slo=slo, top_mhz=top, flags=flags)
-
-
-def _with_penalty(costs: Costs, penalty: float) -> Costs:
-    from dataclasses import replace
-
-    return replace(costs, change_penalty=penalty)

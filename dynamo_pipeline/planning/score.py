@@ -3,8 +3,8 @@
 A plan here is a mapping (pool, class, cell) → instance count, where a cell is any row of the
 profile (not only those the MILP keeps), so a baseline's plan — one pool at TP8 and the top clock,
 say — is scored by the same rules as the planner's. :func:`score_counts` returns the objective
-exactly as ``model.py`` defines it (operating cost, reconfiguration terms against the previous
-plan, the penalty for changes above the bound) and what a reader needs to trust a plan: load
+exactly as ``model.py`` defines it (operating cost and reconfiguration terms against the previous
+plan; changes above the per-window bound are counted in ``excess_changes``) and what a reader needs to trust a plan: load
 shortfall per class, GPUs used per budget, and cells that break their class's SLO.
 """
 
@@ -23,14 +23,13 @@ class Score:
     objective: float
     operating: float
     reconfiguration: float
-    change_penalty: float
     energy_j: float
     gpu_s: float
     carbon_g: float
     instances: int
     instances_started: float
     new_gpus: float
-    excess_changes: float
+    excess_changes: float            # instances started above planner.max_changes_per_window
     gpus_used: dict[str, int] = field(default_factory=dict)
     shortfall_rps: dict[tuple[str, str], float] = field(default_factory=dict)
     slo_violations: list[tuple[str, str, Cell]] = field(default_factory=list)
@@ -72,7 +71,7 @@ def score_counts(problem: PoolProblem, counts: Counts, tol_rps: float = 1e-6) ->
     gpus_used = {b: sum(gpus_pool.get(p, 0) for p in problem.budget_pools(b)) for b in problem.budget}
     over = {b: used - problem.budget[b] for b, used in gpus_used.items() if used > problem.budget[b]}
 
-    reconf = penalty = started = new = excess = 0.0
+    reconf = started = new = excess = 0.0
     if problem.prev is not None:
         now = instances_by_pool_tp(counts)
         for p in problem.pools:
@@ -83,9 +82,8 @@ def score_counts(problem: PoolProblem, counts: Counts, tol_rps: float = 1e-6) ->
             new += d_gpus
             reconf += c.reshard_per_gpu * sum(t * u for t, u in ups.items()) + max(0.0, c.start_per_gpu - c.reshard_per_gpu) * d_gpus
         excess = max(0.0, started - c.max_changes)
-        penalty = c.change_penalty * excess
     carbon_g = energy_j / 3.6e6 * c.carbon_g_per_kwh
-    return Score(objective=operating + reconf + penalty, operating=operating, reconfiguration=reconf,
-                 change_penalty=penalty, energy_j=energy_j, gpu_s=gpu_s, carbon_g=carbon_g, instances=total,
+    return Score(objective=operating + reconf, operating=operating, reconfiguration=reconf,
+                 energy_j=energy_j, gpu_s=gpu_s, carbon_g=carbon_g, instances=total,
                  instances_started=started, new_gpus=new, excess_changes=excess, gpus_used=gpus_used,
                  shortfall_rps=shortfall, slo_violations=violations, over_budget=over)

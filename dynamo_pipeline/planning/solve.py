@@ -103,6 +103,34 @@ def plan_pool(problem: PoolProblem, solver: str = "highs", time_limit_s: float =
     t0 = time.perf_counter()
     model = build_pool_model(problem)
     build_s = time.perf_counter() - t0
+    plan = _plan_from_model(problem, model, build_s, solver, time_limit_s, mip_rel_gap, fallback)
+    k = problem.costs.max_changes
+    if problem.prev is None or plan.status not in ("optimal", "feasible") or plan.score.instances_started <= k:
+        return plan
+    # Staggering: more than K instances would start. Re-solve with at most K starts: the solver keeps
+    # the K changes that save most net of their cost. If the load cannot be covered so, keep the plan.
+    t1 = time.perf_counter()
+    bounded = build_pool_model(problem, max_changes=k)
+    more_build = time.perf_counter() - t1
+    res = solve_model(bounded, plan.solver, time_limit_s, mip_rel_gap)
+    if res.outcome in ("optimal", "feasible"):
+        counts = counts_from_model(bounded)
+        if score_counts(problem, counts).feasible:
+            deferred = plan.score.instances_started - k
+            flags = [f"staggered: {deferred:g} instance starts deferred to later windows (at most {k} per window)"]
+            if res.outcome == "feasible":
+                flags.append(f"time limit {time_limit_s:g} s reached: solver incumbent, gap {res.gap}")
+            return make_plan(problem, counts, solver=res.solver, status=res.outcome, gap=res.gap,
+                             build_s=build_s + more_build, solve_s=plan.solve_s + res.solve_s, flags=flags)
+    plan.flags.append(f"{plan.score.instances_started:g} instance starts exceed the bound of {k} per window: "
+                      "needed to cover the load")
+    plan.build_s += more_build
+    plan.solve_s += res.solve_s
+    return plan
+
+
+def _plan_from_model(problem: PoolProblem, model: PoolModel, build_s: float, solver: str, time_limit_s: float,
+                     mip_rel_gap: float, fallback: bool) -> PoolPlan:
     order = [solver] + ([s for s in SOLVERS if s != solver] if fallback else [])
     flags: list[str] = []
     spent = 0.0

@@ -2,7 +2,7 @@
 
 from dynamo_pipeline.store.tables.base import Base
 from dynamo_pipeline.store.tables import forecast, ingest, profiles  # noqa: F401  (registers tables)
-from dynamo_pipeline.store.tables import sim  # noqa: F401
+from dynamo_pipeline.store.tables import planning, sim  # noqa: F401
 
 metadata = Base.metadata
 

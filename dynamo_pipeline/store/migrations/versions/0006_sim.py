@@ -1,7 +1,7 @@
 """simulator runs and windows
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0002, 0003, 0004
 Create Date: 2026-11-24 15:26:26.387518
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0002'  # chained after the profiles migration merged into this branch
+down_revision = ('0002', '0003', '0004')  # merge point of the branches merged into this one; the integrator re-chains
 branch_labels = None
 depends_on = None
 
