@@ -1,13 +1,16 @@
 """Detailed mode: every instance-tick of the cluster model served by the simulated inference server.
 
-Each instance-tick's requests (after routing, moves and drops by :mod:`.cluster`) are served by the
+The requests of each run of consecutive ticks in which an instance keeps its TP and clock (after
+routing, moves and drops by :mod:`.cluster`) are served in one go — so queues and batches carry over
+from tick to tick — by the
 ``sim`` hardware backend's engine (:class:`dynamo_pipeline.hardware.sim.SimServer`: continuous
 batching, prefill and decode iterations, roofline timing, per-GPU power) on the instance's TP at the
 tick's clock, giving every request its own TTFT and TBT (mean time between its output tokens) and
-the instance its energy. The instance is on for the whole tick: the time of the tick the engine did
-not run (before the first arrival, after the last completion) is paid at idle power. A clock
-change's 50–80 ms delay is applied as in fast mode: those first milliseconds run at the old clock's
-idle-to-busy power ratio (energy only; the engine's latencies use the new clock).
+the instance its energy. The instance is on for the whole run: the time the engine did not run
+(before the first arrival, after the last completion) is paid at idle power. A run's energy goes to
+its ticks by the energy of the requests that arrived in each, the rest in equal shares. The engine runs one
+clock per call, so a clock change starts a new run at the tick boundary (its 50–80 ms delay is
+below the engine's resolution here; the fast mode blends it into the tick's energy).
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ from tqdm import tqdm
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.sim.cluster import Assignment, ClusterParams
 from dynamo_pipeline.sim.profile_view import ProfileTable
+
+
+def _segments(ticks: pd.DataFrame) -> list[np.ndarray]:
+    """Rows of ``ticks`` grouped into runs of consecutive ticks of one instance at one TP and clock."""
+    order = np.lexsort((ticks["tick"].to_numpy(), ticks["key"].to_numpy()))
+    key, tick = ticks["key"].to_numpy()[order], ticks["tick"].to_numpy()[order]
+    tp, clock = ticks["tp"].to_numpy()[order], ticks["clock_mhz"].to_numpy()[order]
+    brk = np.ones(order.size, dtype=bool)
+    brk[1:] = (key[1:] != key[:-1]) | (tick[1:] != tick[:-1] + 1) | (tp[1:] != tp[:-1]) | (clock[1:] != clock[:-1])
+    return np.split(order, np.flatnonzero(brk)[1:])
 
 
 def evaluate_detailed(trace: pd.DataFrame, asg: Assignment, table: ProfileTable, params: ClusterParams,
@@ -44,14 +57,20 @@ def evaluate_detailed(trace: pd.DataFrame, asg: Assignment, table: ProfileTable,
     inp = trace["input_tokens"].to_numpy()
     out = trace["output_tokens"].to_numpy()
     penalty = np.where(asg.moved, params.move_penalty_s, 0.0)
-    for r in tqdm(range(len(ticks)), desc="detailed replay", unit="instance-tick", disable=not progress):
-        idle_w = table.gpu_idle_w * tp[r]
-        sel = served[starts[r]:starts[r + 1]]
+    for seg in tqdm(_segments(ticks), desc="detailed replay", unit="segment", disable=not progress):
+        r0 = seg[0]
+        idle_w = table.gpu_idle_w * tp[r0]
+        dur_s = tick_s * seg.size
+        parts = [served[starts[r]:starts[r + 1]] for r in seg]
+        sel = np.concatenate(parts)
         if sel.size == 0:
-            energy[r] = idle_w * tick_s
+            energy[seg] = idle_w * tick_s
             continue
-        res = server.serve(t[sel], inp[sel], out[sel], float(clock[r]), int(tp[r]))
+        res = server.serve(t[sel], inp[sel], out[sel], float(clock[r0]), int(tp[r0]))
         ttft[sel] = res.ttft_s + penalty[sel]
         tbt[sel] = np.where(np.isnan(res.tbt_s), 0.0, res.tbt_s)
-        energy[r] = res.energy_j + idle_w * max(0.0, tick_s - res.span_s)
+        total_j = res.energy_j + idle_w * max(0.0, dur_s - res.span_s)
+        # each tick: the energy of the requests that arrived in it, plus an equal share of the rest
+        own = np.array([res.energy_per_request_j[np.isin(sel, p_)].sum() if p_.size else 0.0 for p_ in parts])
+        energy[seg] = own + (total_j - own.sum()) / seg.size
     return pd.DataFrame({"ttft_s": ttft, "tbt_s": tbt}), energy
