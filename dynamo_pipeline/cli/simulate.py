@@ -47,7 +47,7 @@ def _trace(ctx: Context, trace: str, since: str | None, until: str | None):
 
 
 def _prepare(ctx: Context, trace: str, since, until, scale: float | None, servers: int | None, method: str,
-             error_rate: float, profile: pd.DataFrame, seed: int):
+             error_rate: float, profile: pd.DataFrame, seed: int, use_predictor: bool):
     df = _trace(ctx, trace, since, until)
     if servers is not None and scale is not None:
         fail("give either --scale or --servers, not both")
@@ -55,7 +55,23 @@ def _prepare(ctx: Context, trace: str, since, until, scale: float | None, server
         df, _factor = scale_for_servers(df, ctx.settings, profile, servers, method, seed=seed)
     elif scale is not None and scale != 1.0:
         df = scale_trace(df, scale, method, seed=seed)
+    predictor = _length_predictor(ctx) if use_predictor else None
+    if predictor is not None:
+        click.echo(f"routing by the length predictor {predictor.version}", err=True)
+        return predict_classes(df, ctx.settings, seed=seed,
+                               predictor=lambda d: predictor.predict(d)["output_tokens_est"].to_numpy())
     return predict_classes(df, ctx.settings, error_rate=error_rate, seed=seed)
+
+
+def _length_predictor(ctx: Context):
+    """The newest registered output-length predictor, or None when none is trained."""
+    from dynamo_pipeline.lengths.model import LengthsError
+    from dynamo_pipeline.lengths.registry import load_predictor
+
+    try:
+        return load_predictor(ctx.store())
+    except (LengthsError, OSError):
+        return None
 
 
 _common = [
@@ -70,7 +86,9 @@ _common = [
     click.option("--scale-method", type=click.Choice(SCALE_METHODS), default="superpose", show_default=True,
                  help="superpose: shifted copies of the trace (keeps its length and shape); compress: divide arrival times."),
     click.option("--error-rate", type=float, default=0.0, show_default=True,
-                 help="Share of requests whose output bin is mispredicted (when no length predictor is trained)."),
+                 help="Share of requests whose output bin is mispredicted, when no length predictor is used."),
+    click.option("--predictor/--no-predictor", "use_predictor", default=True, show_default=True,
+                 help="Route by the newest trained length predictor (`dynamo lengths train`) when there is one."),
     click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False),
                  help="Profile CSV (default: the stored/shipped profile of hardware.gpu / hardware.model)."),
     click.option("--tick", "tick_s", type=float, default=60.0, show_default=True, help="Seconds between agent clock decisions."),
@@ -97,7 +115,7 @@ def _params(ctx: Context, tick_s: float, seed: int) -> ClusterParams:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
 def simulate_cmd(ctx: Context, trace, since, until, mode, scale, servers, scale_method, error_rate, profile_path,
-                 tick_s, seed, policy, label, as_json) -> None:
+                 use_predictor, tick_s, seed, policy, label, as_json) -> None:
     """Replay a trace through the cluster under one policy; store per-window results.
 
     Writes one row to sim_runs and one per 5-minute window to sim_windows (energy GPU and whole
@@ -105,7 +123,7 @@ def simulate_cmd(ctx: Context, trace, since, until, mode, scale, servers, scale_
     cost, carbon) and prints the summary.
     """
     profile = _profile(ctx, profile_path)
-    df = _prepare(ctx, trace, since, until, scale, servers, scale_method, error_rate, profile, seed)
+    df = _prepare(ctx, trace, since, until, scale, servers, scale_method, error_rate, profile, seed, use_predictor)
     try:
         r = simulate(df, policy, ctx.settings, profile, mode=mode, params=_params(ctx, tick_s, seed))
     except (PolicyError, ProfileError) as e:
@@ -135,7 +153,7 @@ def simulate_cmd(ctx: Context, trace, since, until, mode, scale, servers, scale_
 @click.option("--label", default="evaluate", show_default=True)
 @pass_ctx
 def evaluate_cmd(ctx: Context, trace, since, until, mode, scale, servers, scale_method, error_rate, profile_path,
-                 tick_s, seed, policies, out_dir, label) -> None:
+                 use_predictor, tick_s, seed, policies, out_dir, label) -> None:
     """The paper's table: every policy on one trace, GPU and whole-server energy side by side.
 
     \b
@@ -143,7 +161,7 @@ def evaluate_cmd(ctx: Context, trace, since, until, mode, scale, servers, scale_
       dynamo evaluate --trace conv --servers 12
     """
     profile = _profile(ctx, profile_path)
-    df = _prepare(ctx, trace, since, until, scale, servers, scale_method, error_rate, profile, seed)
+    df = _prepare(ctx, trace, since, until, scale, servers, scale_method, error_rate, profile, seed, use_predictor)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
@@ -154,7 +172,8 @@ def evaluate_cmd(ctx: Context, trace, since, until, mode, scale, servers, scale_
     except (PolicyError, ProfileError) as e:
         fail(str(e))
     click.echo(f"trace {df.attrs.get('source')}: {len(df):,} requests, arrival rate ×{ev.scale_factor:.3f} "
-               f"({ev.scale_method}); mode {mode}; mispredicted share {error_rate:.0%}")
+               f"({ev.scale_method}); mode {mode}; mispredicted {(df['pred_cls'] != df['cls']).mean():.1%} of requests "
+               f"({df.attrs.get('predictor', 'error rate')})")
     click.echo(format_table(ev.table))
     click.echo("'paper': energy vs singlepool on the 1 h chat trace with 12 servers (DynamoLLM, HPCA 2025).")
     out = Path(out_dir) if out_dir else Path(ctx.settings.home) / "evaluate"
