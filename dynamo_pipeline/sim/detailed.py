@@ -15,6 +15,9 @@ below the engine's resolution here; the fast mode blends it into the tick's ener
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -34,12 +37,27 @@ def _segments(ticks: pd.DataFrame) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(brk)[1:])
 
 
-def evaluate_detailed(trace: pd.DataFrame, asg: Assignment, table: ProfileTable, params: ClusterParams,
-                      settings: Settings, progress: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per-request ``ttft_s``/``tbt_s`` (NaN when dropped) and per instance-tick energy (J)."""
+_SERVERS: dict = {}
+
+
+def _serve(model: str, gpu: str, t_s, inp, out, clock_mhz: float, tp: int):
+    """One engine call (in this process or a worker; the engine is built once per process)."""
     from dynamo_pipeline.hardware.sim import SimServer
 
-    server = SimServer(settings.hardware.model, settings.hardware.gpu)
+    key = (model, gpu)
+    if key not in _SERVERS:
+        _SERVERS[key] = SimServer(model, gpu)
+    r = _SERVERS[key].serve(t_s, inp, out, clock_mhz, tp)
+    return r.ttft_s, r.tbt_s, r.energy_per_request_j, r.energy_j, r.span_s
+
+
+def evaluate_detailed(trace: pd.DataFrame, asg: Assignment, table: ProfileTable, params: ClusterParams,
+                      settings: Settings, progress: bool = False, workers: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-request ``ttft_s``/``tbt_s`` (NaN when dropped) and per instance-tick energy (J). Runs are
+    independent, so they are served in ``workers`` processes (default: ``DYNAMO_SIM_WORKERS`` or the
+    CPU count, at most 16)."""
+    workers = workers or int(os.environ.get("DYNAMO_SIM_WORKERS", min(os.cpu_count() or 1, 16)))
+    hw = settings.hardware
     ticks = asg.ticks
     tick_s = float(ticks.attrs.get("tick_s", params.tick_s))
     n = len(trace)
@@ -57,20 +75,30 @@ def evaluate_detailed(trace: pd.DataFrame, asg: Assignment, table: ProfileTable,
     inp = trace["input_tokens"].to_numpy()
     out = trace["output_tokens"].to_numpy()
     penalty = np.where(asg.moved, params.move_penalty_s, 0.0)
-    for seg in tqdm(_segments(ticks), desc="detailed replay", unit="segment", disable=not progress):
-        r0 = seg[0]
-        idle_w = table.gpu_idle_w * tp[r0]
-        dur_s = tick_s * seg.size
+    jobs = []
+    for seg in _segments(ticks):
         parts = [served[starts[r]:starts[r + 1]] for r in seg]
         sel = np.concatenate(parts)
         if sel.size == 0:
-            energy[seg] = idle_w * tick_s
-            continue
-        res = server.serve(t[sel], inp[sel], out[sel], float(clock[r0]), int(tp[r0]))
-        ttft[sel] = res.ttft_s + penalty[sel]
-        tbt[sel] = np.where(np.isnan(res.tbt_s), 0.0, res.tbt_s)
-        total_j = res.energy_j + idle_w * max(0.0, dur_s - res.span_s)
+            energy[seg] = table.gpu_idle_w * tp[seg[0]] * tick_s
+        else:
+            jobs.append((seg, parts, sel))
+    # largest runs first, so the pool's last worker does not start the biggest one
+    jobs.sort(key=lambda j: -j[2].size)
+    args = [(hw.model, hw.gpu, t[sel], inp[sel], out[sel], float(clock[seg[0]]), int(tp[seg[0]])) for seg, _p, sel in jobs]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            results = list(tqdm(pool.map(_serve, *zip(*args)), total=len(jobs), desc="detailed replay",
+                                unit="run", disable=not progress))
+    else:
+        results = [_serve(*a) for a in tqdm(args, desc="detailed replay", unit="run", disable=not progress)]
+    for (seg, parts, sel), (r_ttft, r_tbt, r_epr, r_energy, r_span) in zip(jobs, results):
+        idle_w = table.gpu_idle_w * tp[seg[0]]
+        ttft[sel] = r_ttft + penalty[sel]
+        tbt[sel] = np.where(np.isnan(r_tbt), 0.0, r_tbt)
+        total_j = r_energy + idle_w * max(0.0, tick_s * seg.size - r_span)
         # each tick: the energy of the requests that arrived in it, plus an equal share of the rest
-        own = np.array([res.energy_per_request_j[np.isin(sel, p_)].sum() if p_.size else 0.0 for p_ in parts])
+        bounds = np.cumsum([0] + [p_.size for p_ in parts])
+        own = np.array([r_epr[bounds[i]:bounds[i + 1]].sum() for i in range(len(parts))])
         energy[seg] = own + (total_j - own.sum()) / seg.size
     return pd.DataFrame({"ttft_s": ttft, "tbt_s": tbt}), energy
