@@ -143,16 +143,21 @@ def window_metrics(trace: pd.DataFrame, asg: Assignment, lat: pd.DataFrame, tick
     ok_ttft = np.nan_to_num(ttft, nan=np.inf) <= slo_ttft[cls]
     ok_tbt = np.nan_to_num(tbt, nan=np.inf) <= slo_tbt[cls]
     rows = []
+    # the trace is sorted by arrival, so each window's requests are one slice
+    cuts = np.searchsorted(w_of, np.arange(n_windows + 1), side="left")
+    cuts[-1] = len(w_of)
+    dropped_r, moved_r, reord_r = asg.row < 0, asg.moved, asg.reordered
+    both = ok_ttft & ok_tbt
     for w in range(n_windows):
-        m = w_of == w
-        served = m & ~np.isnan(ttft)
-        q = lambda a, p: float(np.quantile(a[served], p)) if served.any() else float("nan")  # noqa: E731
-        n = int(m.sum())
+        m = slice(cuts[w], cuts[w + 1])
+        ok = ~np.isnan(ttft[m])
+        q = lambda a, p: float(np.quantile(a[m][ok], p)) if ok.any() else float("nan")  # noqa: E731
+        n = cuts[w + 1] - cuts[w]
         gpu_hours = (on[w] * params.window_s + started[w] * params.server_start_s) * gps / 3600.0
         kwh = server_j[w] / J_PER_KWH
         rows.append(dict(
-            window=w, window_start_s=w * params.window_s, requests=n, dropped=int((m & (asg.row < 0)).sum()),
-            moved=int((m & asg.moved).sum()), reordered=int((m & asg.reordered).sum()),
+            window=w, window_start_s=w * params.window_s, requests=int(n), dropped=int(dropped_r[m].sum()),
+            moved=int(moved_r[m].sum()), reordered=int(reord_r[m].sum()),
             gpu_energy_j=float(gpu_j[w]), server_energy_j=float(server_j[w]),
             gpu_power_w=float(gpu_j[w] / params.window_s), server_power_w=float(server_j[w] / params.window_s),
             servers_on=int(on[w]), gpus_on=int(on[w] * gps), gpus_active=int(wdf["gpus_in_instances"].iloc[w]),
@@ -160,7 +165,7 @@ def window_metrics(trace: pd.DataFrame, asg: Assignment, lat: pd.DataFrame, tick
             ttft_p50_s=q(ttft, 0.5), ttft_p99_s=q(ttft, 0.99), tbt_p50_s=q(tbt, 0.5), tbt_p99_s=q(tbt, 0.99),
             ttft_attainment=float(ok_ttft[m].mean()) if n else float("nan"),
             tbt_attainment=float(ok_tbt[m].mean()) if n else float("nan"),
-            slo_attainment=float((ok_ttft & ok_tbt)[m].mean()) if n else float("nan"),
+            slo_attainment=float(both[m].mean()) if n else float("nan"),
             gpu_hours=gpu_hours,
             cost_usd=gpu_hours * settings.prices.gpu_usd_per_hour + kwh * settings.prices.energy_usd_per_kwh,
             carbon_g=kwh * settings.carbon.default_g_per_kwh))
