@@ -57,7 +57,7 @@ def _register() -> None:
     if _subcommand(sys.argv[1:]) == "agent":
         from dynamo_pipeline.cli import agent  # noqa: F401
         return
-    from dynamo_pipeline.cli import agent, db, forecast, ingest, lengths, pipeline, plan, profile  # noqa: F401  (each adds its commands)
+    from dynamo_pipeline.cli import agent, db, forecast, ingest, lengths, pipeline, plan, profile, simulate  # noqa: F401  (each adds its commands)
 
 
 _register()

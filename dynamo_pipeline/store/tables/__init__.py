@@ -1,7 +1,7 @@
 """Table definitions, one module per stage that owns them; all share :data:`Base`'s metadata."""
 
 from dynamo_pipeline.store.tables.base import Base
-from dynamo_pipeline.store.tables import agent, forecast, ingest, planning, profiles  # noqa: F401  (registers tables)
+from dynamo_pipeline.store.tables import agent, forecast, ingest, planning, profiles, sim  # noqa: F401  (registers tables)
 
 metadata = Base.metadata
 

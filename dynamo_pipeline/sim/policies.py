@@ -1,0 +1,286 @@
+"""Policies: how a fleet is configured window by window. One registry, keyed by name.
+
+Every policy turns a :class:`PolicyContext` (profile, settings, per-window loads, a forecaster)
+into one :class:`~dynamo_pipeline.sim.plan.WindowPlan` per pool-level window. The planner's code
+sizes them all, so every policy is costed by the same rules (DESIGN §7):
+
+=============  ==============================================================================
+singlepool     one pool serving every class, TP8 at the top clock, sized for the trace's peak
+               (instances = ⌈peak Σ_c λ_c / capacity_c⌉, mixed traffic on every instance)
+multipool      one static pool per class, TP8 at the top clock, each sized for its class's peak by
+               the pool-level MILP restricted to that setting
+scaleinst      multipool whose servers follow the forecast: the cluster and pool levels of the
+               planner every 30 / 5 min, restricted to TP8 at the top clock
+scaleshard     multipool's servers, fixed; the pool-level MILP re-picks the TP of the instances on
+               them every window (top clock only)
+scalefreq      multipool's instances; each instance's agent picks its clock from the planner's
+               clock table by observed load
+dynamollm      all three knobs, hierarchical: cluster level every 30 min from the forecast peak
+               (with the start-up time), pool-level MILP every 5 min, clock tables per instance
+oracle         dynamollm with the true future load and true lengths (the caller replays it with
+               predicted = true classes): the lower bound
+=============  ==============================================================================
+
+Loads given to policies are per-window planning rates (:func:`~.replay.peak_tick_loads`: each
+class's mean rate scaled by the window's burst at the tick scale): an instance sized for a window's
+mean overflows at its busiest minute.
+Forecasting policies see the loads of the predicted classes up to the previous window only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dynamo_pipeline.config import Settings
+from dynamo_pipeline.planning.cluster import ClusterPlan, cluster_plan, peak_with_startup
+from dynamo_pipeline.planning.clocks import clock_table
+from dynamo_pipeline.planning.problem import pool_problem
+from dynamo_pipeline.planning.solve import plan_pool
+from dynamo_pipeline.sim.plan import InstancePlan, WindowPlan
+from dynamo_pipeline.sim.profile_view import ProfileTable
+
+#: A forecaster for the simulator: history (windows × classes, rps) → next window's rps per class.
+Forecaster = Callable[[pd.DataFrame], pd.Series]
+
+
+class PolicyError(ValueError):
+    """A policy cannot plan with what it was given; the message says what to change."""
+
+
+@dataclass
+class PolicyContext:
+    """What a policy may know. ``true_loads``: windows × classes planning rps of the true classes;
+    ``observed_loads``: the same by predicted class (what the gateway sees)."""
+
+    settings: Settings
+    profile: pd.DataFrame
+    table: ProfileTable
+    classes: list[str]
+    true_loads: pd.DataFrame
+    observed_loads: pd.DataFrame
+    forecaster: Forecaster
+    window_s: float = 300.0
+    max_servers: int = 10_000
+    progress: bool = False
+    notes: list[str] = field(default_factory=list)
+    _clock_tables: dict = field(default_factory=dict, repr=False)
+
+    def clock_table(self, cls: str, tp: int, max_load_rps: float | None) -> tuple[tuple[float, int], ...]:
+        """The planner's clock table for (class, TP) cut at ``max_load_rps`` (memoised)."""
+        key = (cls, tp, max_load_rps)
+        if key not in self._clock_tables:
+            self._clock_tables[key] = tuple(clock_table(self.profile, cls, tp, self.table.slo[cls], max_load_rps))
+        return self._clock_tables[key]
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.true_loads)
+
+    def forecast(self, w: int) -> dict[str, float]:
+        """Forecast for window w from observed windows < w (the first window: its own observation,
+        as a fleet that starts the replay already configured for its current load)."""
+        hist = self.observed_loads.iloc[:w]
+        if hist.empty:
+            row = self.observed_loads.iloc[0]
+        else:
+            row = self.forecaster(hist)
+        return {c: max(0.0, float(row.get(c, 0.0))) for c in self.classes}
+
+
+Policy = Callable[[PolicyContext], list[WindowPlan]]
+POLICIES: dict[str, Policy] = {}
+
+
+def register(name: str) -> Callable[[Policy], Policy]:
+    def deco(fn: Policy) -> Policy:
+        POLICIES[name] = fn
+        return fn
+    return deco
+
+
+def get_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise PolicyError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}") from None
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+def _restrict(profile: pd.DataFrame, tp: int | None = None, top_clock: bool = False) -> pd.DataFrame:
+    out = profile
+    if tp is not None:
+        out = out[out["tp"] == tp]
+    if top_clock:
+        top = out.groupby("tp")["freq_mhz"].transform("max")
+        out = out[out["freq_mhz"] == top]
+    if out.empty:
+        raise PolicyError(f"the profile has no rows at TP{tp}{' and the top clock' if top_clock else ''}; "
+                          "profile that setting first")
+    return out
+
+
+def _instances_from_pool_plan(plan, ctx: PolicyContext, w: int, clock_tables: bool) -> list[InstancePlan]:
+    out = []
+    for g in plan.groups:
+        top = ctx.table.top_clock(g.tp)
+        table = ctx.clock_table(g.cls, g.tp, g.load_rps) if clock_tables else ()
+        for k in range(g.count):
+            out.append(InstancePlan(f"{g.pool}/{g.cls}/tp{g.tp}/{k}", g.pool, g.tp, (g.cls,),
+                                    g.freq_mhz if clock_tables else top, g.load_rps, top, table))
+    return out
+
+
+def _peak(loads: pd.DataFrame, classes: list[str]) -> dict[str, float]:
+    return {c: float(loads[c].max()) if c in loads else 0.0 for c in classes}
+
+
+def _window_plan(pools: dict[str, tuple[str, ...]], instances: list[InstancePlan], ctx: PolicyContext,
+                 servers: dict[str, int] | None = None, flags: list[str] | None = None) -> WindowPlan:
+    return WindowPlan(pools=pools, instances=instances, gpus_per_server=ctx.settings.hardware.gpus_per_server,
+                      servers_by_pool=servers, flags=list(flags or []))
+
+
+def _multipool_base(ctx: PolicyContext) -> tuple[dict[str, tuple[str, ...]], list[InstancePlan], dict[str, int]]:
+    """Static per-class pools at TP8 and the top clock, each sized for its class's peak by the MILP."""
+    tp = max(ctx.settings.hardware.tp_degrees)
+    prof = _restrict(ctx.profile, tp=tp, top_clock=True)
+    peak = {c: v for c, v in _peak(ctx.true_loads, ctx.classes).items() if v > 0}
+    if not peak:
+        raise PolicyError("the trace has no load; nothing to size pools for")
+    problem = pool_problem(prof, peak, ctx.settings, gpu_budget=10**7, window_s=ctx.window_s)
+    plan = plan_pool(problem, ctx.settings.planner.solver, ctx.settings.planner.time_limit_s,
+                     ctx.settings.planner.mip_rel_gap)
+    pools = {c: (c,) for c in peak}
+    insts = _instances_from_pool_plan(plan, ctx, 0, clock_tables=False)
+    gps = ctx.settings.hardware.gpus_per_server
+    servers = {p: math.ceil(sum(i.tp for i in insts if i.pool == p) / gps) for p in pools}
+    return pools, insts, servers
+
+
+# -- the policies ---------------------------------------------------------------------------------
+
+@register("singlepool")
+def singlepool(ctx: PolicyContext) -> list[WindowPlan]:
+    tp = max(ctx.settings.hardware.tp_degrees)
+    top = ctx.table.top_clock(tp)
+    n = singlepool_instances(ctx.true_loads, ctx.table, ctx.classes, tp)
+    pool = ("all", tuple(ctx.classes))
+    insts = [InstancePlan(f"all/tp{tp}/{k}", "all", tp, tuple(ctx.classes), top, 1.0, top) for k in range(n)]
+    plan = _window_plan(dict([pool]), insts, ctx)
+    return [plan] * ctx.n_windows
+
+
+def singlepool_instances(loads: pd.DataFrame, table: ProfileTable, classes: list[str], tp: int = 8) -> int:
+    """TP-``tp`` top-clock instances one mixed pool needs for the peak: ⌈max_w Σ_c λ_c / cap_c⌉."""
+    return math.ceil(peak_utilisation(loads, table, classes, tp) - 1e-9)
+
+
+def peak_utilisation(loads: pd.DataFrame, table: ProfileTable, classes: list[str], tp: int = 8) -> float:
+    top = table.top_clock(tp)
+    cap = np.array([table.capacity(c, tp, top) for c in classes])
+    lam = loads.reindex(columns=classes, fill_value=0.0).to_numpy()
+    if ((lam > 0) & (cap <= 0)).any():
+        bad = [c for j, c in enumerate(classes) if cap[j] <= 0 and lam[:, j].max() > 0]
+        raise PolicyError(f"classes {bad} meet their SLO on no TP{tp} top-clock instance in the profile")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(lam > 0, lam / cap, 0.0).sum(axis=1)
+    return float(u.max()) if u.size else 0.0
+
+
+@register("multipool")
+def multipool(ctx: PolicyContext) -> list[WindowPlan]:
+    pools, insts, servers = _multipool_base(ctx)
+    return [_window_plan(pools, insts, ctx, servers)] * ctx.n_windows
+
+
+@register("scalefreq")
+def scalefreq(ctx: PolicyContext) -> list[WindowPlan]:
+    pools, insts, servers = _multipool_base(ctx)
+    tuned = [InstancePlan(i.instance_id, i.pool, i.tp, i.classes, i.clock_mhz, i.max_load_rps, i.fallback_clock_mhz,
+                          ctx.clock_table(i.classes[0], i.tp, i.max_load_rps))
+             for i in insts]
+    return [_window_plan(pools, tuned, ctx, servers)] * ctx.n_windows
+
+
+@register("scaleshard")
+def scaleshard(ctx: PolicyContext) -> list[WindowPlan]:
+    pools, _insts, servers = _multipool_base(ctx)
+    prof = _restrict(ctx.profile, top_clock=True)
+    gps = ctx.settings.hardware.gpus_per_server
+    budget = {p: servers[p] * gps for p in pools}
+    out, prev = [], None
+    for w in range(ctx.n_windows):
+        fc = ctx.forecast(w)
+        loads = {c: fc.get(c, 0.0) for c in pools}
+        problem = pool_problem(prof, loads, ctx.settings, budget, pools={p: list(cs) for p, cs in pools.items()},
+                               prev=prev, window_s=ctx.window_s)
+        plan = plan_pool(problem, ctx.settings.planner.solver, ctx.settings.planner.time_limit_s,
+                         ctx.settings.planner.mip_rel_gap)
+        prev = plan.instances_by_pool_tp()
+        out.append(_window_plan(pools, _instances_from_pool_plan(plan, ctx, w, False), ctx, servers, plan.flags))
+    return out
+
+
+def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool, oracle: bool) -> list[WindowPlan]:
+    """Cluster level every ``cluster_interval_s``, pool level every window, clock tables (optional)."""
+    s = ctx.settings
+    per_cluster = max(1, int(round(s.planner.cluster_interval_s / ctx.window_s)))
+    loads = [(ctx.true_loads.iloc[w].to_dict() if oracle else ctx.forecast(w)) for w in range(ctx.n_windows)]
+    loads = [{c: float(d.get(c, 0.0)) for c in ctx.classes} for d in loads]
+    out: list[WindowPlan] = []
+    cplan: ClusterPlan | None = None
+    prev_inst = None
+    for w in range(ctx.n_windows):
+        if w % per_cluster == 0:
+            # the peak over this interval and the start-up time after it; forecasters see only the past
+            span = loads[w:w + per_cluster] if oracle else [loads[w]] * per_cluster
+            peaks = [dict(x) for x in span]
+            peak = {c: max(p[c] for p in peaks) for c in ctx.classes}
+            if oracle:
+                ahead = peak_with_startup(loads, w, ctx.window_s, s.hardware.server_start_s)
+                peak = {c: max(peak[c], ahead[c]) for c in ctx.classes}
+            cplan = cluster_plan(profile, {c: v for c, v in peak.items()}, s, ctx.max_servers, prev=cplan)
+        assert cplan is not None
+        pools = {p.pool_id: p.classes for p in cplan.pools}
+        peak_dem: dict[str, float] = {}
+        for p in cplan.pools:
+            for c, v in p.demand_rps.items():
+                peak_dem[c] = peak_dem.get(c, 0.0) + v
+        share = {(p.pool_id, c): (v / peak_dem[c] if peak_dem.get(c, 0) > 0 else 1.0 / max(1, sum(1 for q in cplan.pools if c in q.demand_rps)))
+                 for p in cplan.pools for c, v in p.demand_rps.items()}
+        demand = {p.pool_id: {c: loads[w][c] * share[(p.pool_id, c)] for c in p.demand_rps} for p in cplan.pools}
+        budget = {p.pool_id: p.servers * s.hardware.gpus_per_server for p in cplan.pools}
+        problem = pool_problem(profile, loads[w], s, budget, pools=demand, prev=prev_inst, window_s=ctx.window_s)
+        plan = plan_pool(problem, s.planner.solver, s.planner.time_limit_s, s.planner.mip_rel_gap)
+        prev_inst = plan.instances_by_pool_tp()
+        insts = _instances_from_pool_plan(plan, ctx, w, clock_tables)
+        out.append(_window_plan(pools, insts, ctx, cplan.servers_by_pool, cplan.flags + plan.flags))
+    return out
+
+
+@register("scaleinst")
+def scaleinst(ctx: PolicyContext) -> list[WindowPlan]:
+    prof = _restrict(ctx.profile, tp=max(ctx.settings.hardware.tp_degrees), top_clock=True)
+    return _hierarchical(ctx, prof, clock_tables=False, oracle=False)
+
+
+@register("dynamollm")
+def dynamollm(ctx: PolicyContext) -> list[WindowPlan]:
+    prof = ctx.profile[ctx.profile["tp"].isin(ctx.settings.hardware.tp_degrees)]
+    return _hierarchical(ctx, prof, clock_tables=True, oracle=False)
+
+
+@register("oracle")
+def oracle(ctx: PolicyContext) -> list[WindowPlan]:
+    prof = ctx.profile[ctx.profile["tp"].isin(ctx.settings.hardware.tp_degrees)]
+    return _hierarchical(ctx, prof, clock_tables=True, oracle=True)
+
+
+#: Policies replayed with true lengths (perfect prediction) whatever the trace's predictions.
+PERFECT_LENGTHS = {"oracle"}

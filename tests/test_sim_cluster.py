@@ -1,0 +1,100 @@
+"""The cluster model: routing by predicted class, the paper's fast path (re-order, raise the clock,
+move, drop — each counted), and server start/drain/re-shard accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dynamo_pipeline.config import load_settings
+from dynamo_pipeline.planning.testing import synthetic_profile
+from dynamo_pipeline.sim.cluster import ClusterParams, assign
+from dynamo_pipeline.sim.plan import InstancePlan, WindowPlan
+from dynamo_pipeline.sim.profile_view import ProfileTable, class_slos
+from dynamo_pipeline.sim.replay import simulate
+
+CLASSES = [i + o for i in "SML" for o in "SML"]
+SS, LL = CLASSES.index("SS"), CLASSES.index("LL")
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return synthetic_profile()
+
+
+@pytest.fixture(scope="module")
+def table(profile):
+    return ProfileTable(profile, class_slos(load_settings(None), profile))
+
+
+def _trace(t_s, cls, pred):
+    return pd.DataFrame({"t_s": np.asarray(t_s, float), "input_tokens": 100, "output_tokens": 50,
+                         "cls": np.asarray(cls, np.int8), "pred_cls": np.asarray(pred, np.int8)})
+
+
+def _two_pools(table, ss_clock=800):
+    ss = InstancePlan("ss0", "pSS", 2, ("SS",), ss_clock, 1.0, table.top_clock(2))
+    ll = InstancePlan("ll0", "pLL", 8, ("LL",), table.top_clock(8), 0.1, table.top_clock(8))
+    return WindowPlan(pools={"pSS": ("SS",), "pLL": ("LL",)}, instances=[ss, ll])
+
+
+def test_mispredicted_long_request_is_reordered_and_moved_to_its_pool(table):
+    # 5 LL requests predicted SS land on the TP2 SS instance, which cannot serve LL within its SLO
+    tr = _trace(np.linspace(1, 50, 5), [LL] * 5, [SS] * 5)
+    asg = assign(tr, [_two_pools(table)], table, CLASSES, ClusterParams(tick_s=60))
+    assert asg.counters["reordered"] == 5
+    assert asg.counters["moved"] == 5 and asg.moved.all()
+    assert asg.counters["dropped"] == 0
+    served_on = asg.ticks.iloc[asg.row]["instance_id"]
+    assert set(served_on) == {"ll0"}
+
+
+def test_overload_raises_the_clock_before_moving(table):
+    cap_low = table.capacity("SS", 2, 800)
+    cap_top = table.capacity("SS", 2, table.top_clock(2))
+    assert cap_top > cap_low > 0
+    rate = (cap_low + cap_top) / 2  # above the low clock's capacity, below the top clock's
+    n = int(rate * 60)
+    tr = _trace(np.sort(np.random.default_rng(0).uniform(0, 60, n)), [SS] * n, [SS] * n)
+    plan = _two_pools(table)
+    asg = assign(tr, [plan], table, CLASSES, ClusterParams(tick_s=60))
+    assert asg.counters["clock_raises"] == 1
+    assert asg.counters["moved"] == 0 and asg.counters["dropped"] == 0
+    first = asg.ticks[(asg.ticks["tick"] == 0) & (asg.ticks["instance_id"] == "ss0")]
+    assert int(first["clock_mhz"].iloc[0]) == table.top_clock(2)
+
+
+def test_requests_beyond_all_capacity_are_dropped_and_counted(table):
+    cap_top = table.capacity("SS", 2, table.top_clock(2))
+    n = int(cap_top * 60 * 3)  # three times what the only SS instance can take; LL pool cannot help much
+    tr = _trace(np.sort(np.random.default_rng(1).uniform(0, 60, n)), [SS] * n, [SS] * n)
+    plan = WindowPlan(pools={"pSS": ("SS",)}, instances=[InstancePlan("ss0", "pSS", 2, ("SS",), 800, 1.0, table.top_clock(2))])
+    asg = assign(tr, [plan], table, CLASSES, ClusterParams(tick_s=60))
+    assert asg.counters["dropped"] > 0
+    assert asg.counters["dropped"] == int((asg.row < 0).sum())
+    # what stays fits: utilisation at the top clock is at most 1
+    assert asg.ticks["util"].max() <= 1.0 + 1e-6
+
+
+def test_server_start_and_drain_are_paid_in_energy(profile):
+    s = load_settings(None)
+    tr = _trace(np.linspace(0, 899, 90), [SS] * 90, [SS] * 90)
+    small = WindowPlan(pools={"pSS": ("SS",)}, instances=[InstancePlan("a", "pSS", 8, ("SS",), 1980, 1, 1980)])
+    big = WindowPlan(pools={"pSS": ("SS",)}, instances=[InstancePlan(f"b{k}", "pSS", 8, ("SS",), 1980, 1, 1980) for k in range(2)])
+
+    from dynamo_pipeline.sim import policies
+
+    policies.POLICIES["_test_up_down"] = lambda ctx: [small, big, small]
+    try:
+        r = simulate(tr, "_test_up_down", s, profile)
+    finally:
+        del policies.POLICIES["_test_up_down"]
+    w = r.windows
+    assert list(w["servers_on"]) == [1, 2, 1]
+    assert list(w["servers_started"]) == [0, 1, 0] and list(w["servers_drained"]) == [0, 0, 1]
+    non_gpu = s.hardware.server_non_gpu_power_w
+    # whole-server minus GPU energy is exactly the non-GPU draw of every server-second on
+    extra = (w["server_energy_j"] - w["gpu_energy_j"]).to_numpy()
+    expected = non_gpu * np.array([300.0, 2 * 300 + s.hardware.server_start_s, 300 + 30.0])
+    assert extra == pytest.approx(expected)

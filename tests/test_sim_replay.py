@@ -1,0 +1,124 @@
+"""Trace scaling and prediction, replay accounting, the evaluation table, the store and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dynamo_pipeline.config import load_settings
+from dynamo_pipeline.planning.testing import synthetic_profile
+from dynamo_pipeline.sim.evaluate import evaluate, format_table, scale_for_servers, write_plots
+from dynamo_pipeline.sim.replay import simulate
+from dynamo_pipeline.sim.results import runs_frame, windows_frame
+from dynamo_pipeline.sim.trace import predict_classes, read_trace_file, scale_trace
+
+from tests.conftest import SAMPLES
+
+
+@pytest.fixture(scope="module")
+def conv():
+    """The first 15 minutes of the Azure chat hour."""
+    df = read_trace_file(SAMPLES / "AzureLLMInferenceTrace_conv.csv.gz", load_settings(None))
+    out = df[df["t_s"] < 900].reset_index(drop=True)
+    out.attrs.update(df.attrs)
+    return out
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return synthetic_profile()
+
+
+def test_superpose_keeps_the_span_and_multiplies_the_rate(conv):
+    out = scale_trace(conv, 2.5, "superpose", seed=3)
+    assert len(out) == pytest.approx(2.5 * len(conv), rel=0.03)
+    assert out["t_s"].max() <= conv["t_s"].max() + 1e-6
+    assert np.all(np.diff(out["t_s"].to_numpy()) >= 0)
+    assert out.attrs["scale_factor"] == 2.5
+
+
+def test_compress_shortens_the_trace(conv):
+    out = scale_trace(conv, 4, "compress")
+    assert len(out) == len(conv)
+    assert out["t_s"].max() == pytest.approx(conv["t_s"].max() / 4)
+
+
+def test_error_rate_mispredicts_only_the_output_bin(conv):
+    s = load_settings(None)
+    out = predict_classes(conv, s, error_rate=0.3, seed=1)
+    wrong = out["pred_cls"] != out["cls"]
+    assert wrong.mean() == pytest.approx(0.3, abs=0.03)
+    assert (out["pred_cls"] // 3 == out["cls"] // 3).all()  # the input bin is known at arrival
+    assert ((out["pred_cls"] % 3 - out["cls"] % 3).abs() <= 1).all()
+
+
+def test_scaling_reaches_the_target_servers_for_singlepool(conv, profile):
+    s = load_settings(None)
+    scaled, factor = scale_for_servers(conv, s, profile, target_servers=6)
+    r = simulate(predict_classes(scaled, s), "singlepool", s, profile)
+    assert factor > 1
+    assert r.summary["peak_servers_on"] == 6
+
+
+def test_energy_accounting_adds_up(conv, profile):
+    s = load_settings(None)
+    tr = predict_classes(scale_trace(conv, 3), s)
+    r = simulate(tr, "singlepool", s, profile)
+    w = r.windows
+    non_gpu_j = s.hardware.server_non_gpu_power_w * w["servers_on"] * 300.0
+    assert (w["server_energy_j"] - w["gpu_energy_j"]).to_numpy() == pytest.approx(non_gpu_j.to_numpy())
+    # GPU power of a window lies between all GPUs idle and all GPUs at TDP
+    assert (w["gpu_power_w"] >= 75.0 * w["gpus_on"] - 1e-6).all()
+    assert (w["gpu_power_w"] <= 700.0 * w["gpus_on"]).all()
+    assert r.summary["requests"] == len(tr) == w["requests"].sum()
+
+
+def test_mispredictions_cost_moves_and_energy_under_dynamollm(conv, profile):
+    s = load_settings(None)
+    tr = scale_trace(conv, 3)
+    exact = simulate(predict_classes(tr, s, 0.0), "dynamollm", s, profile).summary
+    noisy = simulate(predict_classes(tr, s, 0.4, seed=2), "dynamollm", s, profile).summary
+    assert noisy["reordered"] > exact["reordered"]
+    assert noisy["moved"] + noisy["clock_raises"] > exact["moved"] + exact["clock_raises"]
+
+
+def test_evaluate_stores_every_policy_and_draws_plots(store, settings, conv, profile, tmp_path):
+    tr = predict_classes(scale_trace(conv, 2), settings)
+    ev = evaluate(tr, settings, profile, store=store, label="t")
+    assert list(ev.table["policy"]) == ["singlepool", "multipool", "scaleinst", "scaleshard", "scalefreq",
+                                        "dynamollm", "oracle"]
+    assert ev.table.loc[0, "gpu_energy_vs_single"] == 0.0
+    text = format_table(ev.table)
+    assert "dynamollm" in text and "server kWh" in text
+    runs = runs_frame(store, "t")
+    assert len(runs) == 7
+    w = windows_frame(store, int(ev.run_ids["dynamollm"]))
+    assert len(w) == 3 and w["gpu_energy_j"].sum() / 3.6e6 == pytest.approx(ev.table.set_index("policy").loc["dynamollm", "gpu_energy_kwh"])
+    paths = write_plots(ev, tmp_path / "plots")
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+
+
+def test_cli_simulate_and_evaluate(tmp_path, profile):
+    from dynamo_pipeline.cli import main
+
+    prof = tmp_path / "p.csv"
+    profile.to_csv(prof, index=False)
+    trace = tmp_path / "t.csv"
+    df = read_trace_file(SAMPLES / "AzureLLMInferenceTrace_code.csv.gz", load_settings(None))
+    pd.DataFrame({"t_s": df["t_s"], "input_tokens": df["input_tokens"], "output_tokens": df["output_tokens"]}
+                 )[df["t_s"] < 600].to_csv(trace, index=False)
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--db", db, "db", "upgrade"]).exit_code == 0
+    res = runner.invoke(main, ["--db", db, "simulate", "--trace", str(trace), "--policy", "scalefreq",
+                               "--profile", str(prof), "--scale", "2"])
+    assert res.exit_code == 0, res.output
+    assert "GPU" in res.output and "dropped" in res.output
+    res = runner.invoke(main, ["--db", db, "evaluate", "--trace", str(trace), "--servers", "3", "--profile", str(prof),
+                               "--policies", "singlepool,dynamollm", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "singlepool" in res.output and (tmp_path / "o" / "energy_bars.png").exists()
+    res = runner.invoke(main, ["--db", db, "simulate", "--trace", str(trace), "--policy", "nope", "--profile", str(prof)])
+    assert res.exit_code != 0
