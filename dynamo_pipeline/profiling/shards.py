@@ -129,3 +129,78 @@ def merge_shards(store: Store, gpu: str, model: str, campaign: str, n: int, *, r
 
 
 __all__ = ["ShardError", "ShardResult", "parse_shard", "shard_classes", "shard_run_id", "run_shard", "merge_shards"]
+
+
+# -- the fan-out as jobs (the profiling DAG's tasks call these; see dags/dynamo_profiling.py) --------
+
+def gpu_queue(gpu: str, own_queues: tuple[str, ...] | list[str] = ()) -> str:
+    """The Celery queue of a GPU type: ``gpu-<type>`` when it has its own queue, else ``gpu``."""
+    return f"gpu-{gpu}" if gpu in own_queues else "gpu"
+
+
+def plan_jobs(models: list[str], gpus: list[str], n: int, campaign: str, own_queues=(), queues=("gpu",)) -> dict:
+    """Jobs ``{model, gpu, shard: "K/N", campaign}`` grouped by queue (every queue in ``queues``
+    gets a list, possibly empty)."""
+    from dynamo_pipeline.hardware import GPUS, MODELS
+
+    unknown = sorted(set(models) - set(MODELS)) + sorted(set(gpus) - set(GPUS))
+    if unknown:
+        raise ShardError(f"unknown model or GPU cards {unknown}; known models {sorted(MODELS)}, GPUs {sorted(GPUS)}")
+    out: dict[str, list[dict]] = {q: [] for q in queues}
+    for model in models:
+        for gpu in gpus:
+            for k in range(1, n + 1):
+                out.setdefault(gpu_queue(gpu, own_queues), []).append(
+                    {"model": model, "gpu": gpu, "shard": f"{k}/{n}", "campaign": campaign})
+    return out
+
+
+def make_runner(backend: str, model: str, gpu: str, *, url: str | None = None, gpu_ids=None,
+                served_model: str | None = None) -> Runner:
+    """The runner of a backend: ``sim`` (simulated server) or ``nvml`` (an engine at ``url``)."""
+    from dynamo_pipeline.profiling.job import SimRunner
+
+    if backend == "sim":
+        return SimRunner(model, gpu)
+    if backend != "nvml":
+        raise ShardError(f"unknown profiling backend {backend!r}; use sim or nvml")
+    if not url or not gpu_ids:
+        raise ShardError("backend nvml needs the engine's URL and its GPU indices (params engine_url, gpu_ids)")
+    from dynamo_pipeline.hardware import make_backend
+    from dynamo_pipeline.profiling.http_runner import HttpRunner
+
+    return HttpRunner(make_backend("nvml"), url, served_model or model, list(gpu_ids), model_card=model, gpu_card=gpu)
+
+
+def run_job(settings: Settings, job: dict, params: dict, *, root=None) -> dict:
+    """Run one planned shard job with the run's params (see :data:`dags.dynamo_profiling.PARAMS`)."""
+    from dataclasses import asdict
+
+    from dynamo_pipeline.store import open_store
+
+    k, n = parse_shard(job["shard"])
+    runner = make_runner(params.get("backend", "sim"), job["model"], job["gpu"], url=params.get("engine_url"),
+                         gpu_ids=params.get("gpu_ids"))
+    store = open_store(settings.database_url)
+    try:
+        res = run_shard(runner, settings, job["gpu"], job["model"], job["campaign"], k, n, store=store, root=root,
+                        classes=tuple(params["classes"]) if params.get("classes") else None,
+                        n_requests=int(params.get("n_requests") or 600), progress=False,
+                        tp_degrees=tuple(params["tp"]) if params.get("tp") else None,
+                        clocks_mhz=tuple(params["clocks_mhz"]) if params.get("clocks_mhz") else None,
+                        backend_name=params.get("backend", "sim"))
+    finally:
+        store.dispose()
+    return asdict(res)
+
+
+def merge_jobs(settings: Settings, jobs: list[dict], *, root=None) -> list[dict]:
+    """Merge every (model, GPU, campaign) of ``jobs``; returns their provenance records."""
+    from dynamo_pipeline.store import open_store
+
+    groups = sorted({(j["model"], j["gpu"], j["campaign"], parse_shard(j["shard"])[1]) for j in jobs})
+    store = open_store(settings.database_url)
+    try:
+        return [merge_shards(store, gpu, model, campaign, n, root=root) for model, gpu, campaign, n in groups]
+    finally:
+        store.dispose()
