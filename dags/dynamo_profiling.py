@@ -80,9 +80,10 @@ def dynamo_profiling():
         p = get_current_context()["params"]
         return S.run_job(common.settings(), job, p, root=os.environ.get("DYNAMO_PROFILES_ROOT"))
 
-    @task(execution_timeout=timedelta(minutes=30))
+    @task(execution_timeout=timedelta(minutes=30), trigger_rule="none_failed")
     def merge(jobs: dict) -> list[dict]:
-        """Merge each (model, GPU)'s shards into one profile version with provenance."""
+        """Merge each (model, GPU)'s shards into one profile version with provenance (runs when no
+        shard failed: a queue with no job this run is skipped, not failed)."""
         return S.merge_jobs(common.settings(), [j for q in QUEUES for j in jobs[q]],
                             root=os.environ.get("DYNAMO_PROFILES_ROOT"))
 
