@@ -210,3 +210,30 @@ def _xcom_mapped(dag_run, task_id: str) -> list:
         rows = s.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
                                             key="return_value", map_indexes=None)).all()
         return [XComModel.deserialize_value(r) for r in rows]
+
+
+def test_profiling_dag_retries_a_failed_shard_alone(dagbag, test_store, tmp_path, monkeypatch):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from dynamo_pipeline.profiling import shards
+
+    monkeypatch.setenv("DYNAMO_PROFILES_ROOT", str(tmp_path / "profiles"))
+    real, calls = shards.run_shard, []
+
+    def flaky(*a, **k):  # shard 2/2 loses its node once
+        calls.append(a[5:7])
+        if a[5:7] == (2, 2) and calls.count((2, 2)) == 1:
+            raise RuntimeError("GPU node lost")
+        return real(*a, **k)
+
+    monkeypatch.setattr(shards, "run_shard", flaky)
+    dag = dagbag.dags["dynamo_profiling"]
+    dr = dag.test(run_conf={**TINY_GRID, "shards": 2, "campaign": "t2"})
+    assert dr.state == "success"
+    with create_session() as s:
+        tries = dict(s.query(TaskInstance.map_index, TaskInstance.try_number)
+                     .filter(TaskInstance.run_id == dr.run_id, TaskInstance.task_id == "shard_gpu").all())
+    assert tries == {0: 1, 1: 2}  # only the failed shard ran again
+    assert sorted(calls) == [(1, 2), (2, 2), (2, 2)]
+    assert _xcom(dr, "merge")[0]["points"] == 44
