@@ -118,3 +118,28 @@ def test_resolver_rejects_unknown_commands_and_options():
     with pytest.raises(AssertionError, match="no option --bogus"):
         _resolve(["db", "upgrade", "--bogus"])
     assert _resolve(["--db", "sqlite:///x.db", "db", "upgrade"]).name == "upgrade"
+
+
+CELERY = yaml.safe_load((ROOT / "docker-compose.celery.yaml").read_text())["services"]
+
+
+def test_celery_variant_has_redis_a_planning_worker_and_a_gpu_worker_with_nvidia_devices():
+    assert CELERY["redis"]["image"].startswith("redis:")
+    for comp in AIRFLOW_COMPONENTS:  # every Airflow component switches executor and broker together
+        env = CELERY[comp]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", comp
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", comp
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg://"), comp
+    workers = {name: svc for name, svc in CELERY.items() if svc.get("command", [None])[:2] == ["celery", "worker"]}
+    assert set(workers) == {"airflow-worker", "airflow-worker-gpu"}
+    queues = {name: svc["command"][svc["command"].index("--queues") + 1] for name, svc in workers.items()}
+    assert queues == {"airflow-worker": "default", "airflow-worker-gpu": "${DYNAMO_GPU_WORKER_QUEUE:-gpu}"}
+    for svc in workers.values():  # workers run the same image and mounts as the other Airflow components
+        assert svc["extends"] == {"file": "docker-compose.yaml", "service": "airflow-scheduler"}
+        assert SERVICES[svc["extends"]["service"]]["volumes"]
+        assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
+    devices = CELERY["airflow-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "deploy" not in CELERY["airflow-worker"]  # planning needs no GPU
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", (ROOT / "docker-compose.celery.yaml").read_text()))
+    assert used <= set(_env_example()), f"missing from .env.example: {sorted(used - set(_env_example()))}"

@@ -27,7 +27,7 @@ from dynamo_pipeline.store import open_store, upgrade
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
 SAMPLES = ROOT / "samples" / "azure_llm_2023"
-EXPECTED = {"dynamo_5min", "dynamo_nightly", "dynamo_reports"}
+EXPECTED = {"dynamo_5min", "dynamo_nightly", "dynamo_reports", "dynamo_profiling"}
 
 if "airflow" in sys.modules and not os.environ.get("AIRFLOW_HOME", "").startswith(tempfile.gettempdir()):
     raise RuntimeError("airflow was imported before tests/test_dags.py could point AIRFLOW_HOME at a temporary "
@@ -178,3 +178,62 @@ def test_reports_dag_writes_every_sql_report(dagbag, test_store):
     assert res["rows"]["load_by_class_day"] > 0
     for paths in res["files"].values():
         assert all(Path(p).exists() for p in paths)
+
+
+TINY_GRID = {"classes": ["SS", "LL"], "tp": [8], "clocks_mhz": [1200, 1980], "n_requests": 30}
+
+
+def test_profiling_dag_maps_one_task_per_model_gpu_shard_and_merges_one_version(dagbag, test_store, tmp_path,
+                                                                                monkeypatch):
+    store, _, _ = test_store
+    monkeypatch.setenv("DYNAMO_PROFILES_ROOT", str(tmp_path / "profiles"))
+    dag = dagbag.dags["dynamo_profiling"]
+    assert {t.queue for t in dag.tasks if t.task_id.startswith("shard")} == {"gpu"}
+    assert dag.get_task("plan").queue == dag.get_task("merge").queue == "default"
+    dr = dag.test(run_conf={**TINY_GRID, "shards": 2, "campaign": "t1"})
+    assert dr.state == "success"
+    jobs = _xcom_mapped(dr, "shard_gpu")
+    assert sorted(j["shard"] for j in jobs) == ["1/2", "2/2"] and {tuple(j["classes"]) for j in jobs} == {("SS",), ("LL",)}
+    prov = _xcom(dr, "merge")
+    assert prov[0]["profile_version"] == "t1" and prov[0]["points"] == 44
+    with store.engine.connect() as c:
+        versions = c.execute(text("SELECT profile_version, COUNT(*) FROM profiles GROUP BY 1")).all()
+    assert versions == [("t1", 44)]
+    assert len(pd.read_csv(tmp_path / "profiles" / "H100-SXM" / "Llama-2-70B.csv")) == 44
+
+
+def _xcom_mapped(dag_run, task_id: str) -> list:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        rows = s.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
+                                            key="return_value", map_indexes=None)).all()
+        return [XComModel.deserialize_value(r) for r in rows]
+
+
+def test_profiling_dag_retries_a_failed_shard_alone(dagbag, test_store, tmp_path, monkeypatch):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from dynamo_pipeline.profiling import shards
+
+    monkeypatch.setenv("DYNAMO_PROFILES_ROOT", str(tmp_path / "profiles"))
+    real, calls = shards.run_shard, []
+
+    def flaky(*a, **k):  # shard 2/2 loses its node once
+        calls.append(a[5:7])
+        if a[5:7] == (2, 2) and calls.count((2, 2)) == 1:
+            raise RuntimeError("GPU node lost")
+        return real(*a, **k)
+
+    monkeypatch.setattr(shards, "run_shard", flaky)
+    dag = dagbag.dags["dynamo_profiling"]
+    dr = dag.test(run_conf={**TINY_GRID, "shards": 2, "campaign": "t2"})
+    assert dr.state == "success"
+    with create_session() as s:
+        tries = dict(s.query(TaskInstance.map_index, TaskInstance.try_number)
+                     .filter(TaskInstance.run_id == dr.run_id, TaskInstance.task_id == "shard_gpu").all())
+    assert tries == {0: 1, 1: 2}  # only the failed shard ran again
+    assert sorted(calls) == [(1, 2), (2, 2), (2, 2)]
+    assert _xcom(dr, "merge")[0]["points"] == 44

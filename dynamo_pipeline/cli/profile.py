@@ -19,7 +19,7 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
         raise click.BadParameter(f"{value!r}: give comma-separated integers, e.g. 1200,1600,1980") from None
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--backend", type=click.Choice(["sim", "nvml"]), default="sim", show_default=True,
               help="sim: the simulated server (no GPU needed). nvml: a real engine at --url, clocks locked "
                    "and energy read by NVML on this node.")
@@ -38,10 +38,14 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
 @click.option("--store/--no-store", "use_store", default=True, show_default=True,
               help="Also write the rows to the store's profiles table (needs `dynamo db upgrade`).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on).")
+@click.option("--shard", default=None, help="Run only shard K/N of the grid (classes split round-robin), e.g. 2/4; "
+              "needs --campaign and the store. Merge with `dynamo profile merge`.")
+@click.option("--campaign", default=None, help="With --shard: the fan-out's name, the same for all its shards.")
 @pass_ctx
 def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root: str | None, n_requests: int,
             seed: int, tp: str | None, clocks: str | None, class_names: str | None, url: str | None,
-            served_model: str | None, gpu_ids: str | None, use_store: bool, progress: bool | None) -> None:
+            served_model: str | None, gpu_ids: str | None, use_store: bool, progress: bool | None,
+            shard: str | None, campaign: str | None) -> None:
     """Measure the grid class x TP x clock x load and write profiles/<gpu>/<model>.csv.
 
     Each point serves a Poisson stream of one class's requests on one instance and records
@@ -55,8 +59,11 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
       sudo dynamo profile --backend nvml --model Llama-2-70B --gpu H100-SXM \\
            --url http://127.0.0.1:8000 --gpus 0,1,2,3 --tp 4
     """
+    if click.get_current_context().invoked_subcommand:
+        return
     from dynamo_pipeline.profiling import SimRunner, run_profile
     from dynamo_pipeline.profiling.http_runner import HttpRunner
+    from dynamo_pipeline.profiling.shards import ShardError, parse_shard, run_shard
 
     s = ctx.settings
     model, gpu = model or s.hardware.model, gpu or s.hardware.gpu
@@ -77,9 +84,40 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
             runner = HttpRunner(hw, url, served_model or model, list(ids), model_card=model, gpu_card=gpu)
             tps = tps or (len(ids),)
         store = ctx.store() if use_store else None
+        if shard:
+            if not campaign or store is None:
+                fail("--shard needs --campaign NAME (the same for every shard) and the store (drop --no-store)")
+            k, n = parse_shard(shard)
+            sr = run_shard(runner, s, gpu, model, campaign, k, n, store=store, root=root, classes=names, seed=seed,
+                           n_requests=n_requests, tp_degrees=tps, clocks_mhz=clk, progress=progress,
+                           backend_name=backend)
+            click.echo(f"shard {sr.shard} of {campaign} ({','.join(sr.classes)}): {sr.points} points "
+                       f"({sr.points_measured} measured, {sr.points_resumed} resumed), run {sr.run_id}")
+            return
         res = run_profile(runner, s, gpu, model, root=root, store=store, seed=seed, n_requests=n_requests,
                           tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend)
-    except (HardwareError, ValueError, KeyError) as e:
+    except (HardwareError, ShardError, ValueError, KeyError) as e:
         fail(str(e))
     click.echo(f"{res.path}: {len(res.frame)} points ({res.points_measured} measured, {res.points_skipped} "
                f"resumed), run {res.run_id}")
+
+
+@profile.command("merge")
+@click.option("--campaign", required=True, help="The fan-out's name given to its shards.")
+@click.option("--shards", "n", type=int, required=True, help="N, the number of shards of the campaign.")
+@click.option("--model", default=None, help="Model card (default: hardware.model).")
+@click.option("--gpu", default=None, help="GPU card (default: hardware.gpu).")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Profiles folder (default: profiles/).")
+@pass_ctx
+def merge(ctx: Context, campaign: str, n: int, model: str | None, gpu: str | None, root: str | None) -> None:
+    """Merge the N shards of a campaign (read from the store) into profiles/<gpu>/<model>.csv and
+    one profile version named after the campaign, with provenance beside the CSV."""
+    from dynamo_pipeline.profiling.shards import ShardError, merge_shards
+
+    s = ctx.settings
+    model, gpu = model or s.hardware.model, gpu or s.hardware.gpu
+    try:
+        prov = merge_shards(ctx.store(), gpu, model, campaign, n, root=root)
+    except ShardError as e:
+        fail(str(e))
+    click.echo(f"{prov.get('path', gpu + '/' + model)}: {prov['points']} points, profile version {campaign}")

@@ -132,9 +132,10 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
                 store: Store | None = None, seed: int = 0, n_requests: int = 600, n_probe: int | None = None,
                 tp_degrees: tuple[int, ...] | None = None, clocks_mhz: tuple[int, ...] | None = None,
                 classes: tuple[str, ...] | None = None, progress: bool | None = None,
-                backend_name: str | None = None) -> ProfileJobResult:
+                backend_name: str | None = None, run_id: str | None = None) -> ProfileJobResult:
     """Profile ``model`` on ``gpu`` over the grid and write ``profiles/<gpu>/<model>.csv`` (and
-    the store when given). Resumes an interrupted run with the same grid spec."""
+    the store when given). Resumes an interrupted run with the same grid spec. ``run_id`` names the
+    run (default: the UTC time and a random suffix); a shard of a fan-out passes its own."""
     mc, gc = model_card(model), gpu_card(gpu)
     n_probe = n_probe or n_requests
     tps = tuple(tp_degrees or fitting_tp(mc, gc, settings.hardware.tp_degrees))
@@ -154,7 +155,7 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
     if old:
         meta = old
     else:
-        run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         levels = {}
         for name in tqdm(names, desc="load levels", disable=progress is False, leave=False):
             for tp in tps:
