@@ -320,7 +320,7 @@ def publish_step(settings: Settings, plan_ids: list[int] | int | None = None, di
     from dynamo_pipeline.planning.records import read_plan
     from dynamo_pipeline.schedules.build import build_schedule_from_groups
     from dynamo_pipeline.schedules.schema import sign
-    from dynamo_pipeline.schedules.store import next_version, publish
+    from dynamo_pipeline.schedules.store import file_name, next_version, publish
 
     ids = [plan_ids] if isinstance(plan_ids, int) or plan_ids is None else list(plan_ids)
     store = _open(settings)
@@ -338,7 +338,7 @@ def publish_step(settings: Settings, plan_ids: list[int] | int | None = None, di
     finally:
         store.dispose()
     log.info("published schedule version %d (plans %s) to the store and %s", version, ids, out_dir)
-    return {"version": version, "plan_ids": [p.id for p in plans], "directory": str(out_dir),
+    return {"version": version, "plan_ids": [p.id for p in plans], "path": str(out_dir / file_name(version)),
             "valid_from_s": plans[0].window_start_s, "valid_until_s": plans[-1].window_end_s}
 
 
