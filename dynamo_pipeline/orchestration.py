@@ -78,3 +78,36 @@ def settings() -> Settings:
 def inbox(params: dict, s: Settings) -> str:
     """The log inbox: the run's ``inbox`` param, else the ``dynamo_inbox`` Variable, else $DYNAMO_HOME/inbox."""
     return params.get("inbox") or Variable.get("dynamo_inbox", default=None) or str(Path(s.home) / "inbox")
+
+
+def schedule_key() -> bytes | None:
+    """The schedule signing key from Airflow: the Variable ``dynamo_schedule_key``, else the password
+    of the Connection ``dynamo_schedule_key``; None leaves signing to ``DYNAMO_SCHEDULE_KEY``."""
+    key = Variable.get("dynamo_schedule_key", default=None)
+    if not key:
+        try:
+            key = BaseHook.get_connection("dynamo_schedule_key").password
+        except AirflowNotFoundException:
+            key = None
+    return key.encode() if key else None
+
+
+def nodes(params: dict) -> list[str]:
+    """Node agents to wait for: the run's ``nodes`` param, else the ``dynamo_nodes`` Variable
+    (comma-separated), else none."""
+    given = params.get("nodes")
+    if given:
+        return [str(n) for n in given]
+    var = Variable.get("dynamo_nodes", default="") or ""
+    return [n.strip() for n in var.split(",") if n.strip()]
+
+
+#: Params of the planning steps (fleet size, fallback load, acknowledgement wait).
+PLAN_PARAMS = {
+    "servers": Param(40, type="integer", minimum=1, description="Servers in the fleet (GPU budget = servers × GPUs per server)."),
+    "constant_rps": Param(None, type=["null", "number"], minimum=0,
+                          description="Per-class load for classes with neither a forecast nor an observed rate; empty: none."),
+    "nodes": Param([], type="array", items={"type": "string"},
+                   description="Node agents that must acknowledge the schedule; empty: the `dynamo_nodes` Variable, else none."),
+    "ack_timeout_s": Param(60, type="number", minimum=0, description="How long to wait for the agents' acknowledgements, seconds."),
+}

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
 SAMPLES = ROOT / "samples" / "azure_llm_2023"
 EXPECTED = {"dynamo_5min", "dynamo_nightly", "dynamo_reports", "dynamo_profiling"}
+TEST_KEY = "dag-test-schedule-key-0123456789abcdef"
 
 if "airflow" in sys.modules and not os.environ.get("AIRFLOW_HOME", "").startswith(tempfile.gettempdir()):
     raise RuntimeError("airflow was imported before tests/test_dags.py could point AIRFLOW_HOME at a temporary "
@@ -74,6 +75,9 @@ def test_store(tmp_path, monkeypatch):
     for f in SAMPLES.glob("*.csv.gz"):
         (inbox / f.name).write_bytes(f.read_bytes())
     monkeypatch.setenv("AIRFLOW_VAR_DYNAMO_DATABASE_URL", url)
+    # the signing key reaches the publish task as an Airflow Variable, never through DYNAMO_SCHEDULE_KEY
+    monkeypatch.delenv("DYNAMO_SCHEDULE_KEY", raising=False)
+    monkeypatch.setenv("AIRFLOW_VAR_DYNAMO_SCHEDULE_KEY", TEST_KEY)
     monkeypatch.setenv("DYNAMO_HOME", str(tmp_path / "home"))
     store = open_store(url)
     yield store, inbox, tmp_path / "home"
@@ -109,22 +113,27 @@ def test_dags_have_no_cycles_tags_docs_and_retries_with_timeouts_on_every_task(d
         assert dag.catchup is False and dag.max_active_runs == 1, dag_id
         for t in dag.tasks:
             assert t.execution_timeout is not None and t.execution_timeout > timedelta(0), f"{dag_id}.{t.task_id}"
-            if t.task_id != "overrun":  # the overrun report must not run again after the window passed
+            if t.task_id not in ("overrun", "failed"):  # the overrun report must not run again after the window passed
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
 
 
 def test_5min_dag_runs_every_5_minutes_one_at_a_time_and_reports_after_failures(dagbag):
     dag = dagbag.dags["dynamo_5min"]
     assert dag.schedule == timedelta(minutes=5)
-    assert [t.task_id for t in dag.topological_sort()] == ["config", "ingest", "windows", "overrun"]
+    assert [t.task_id for t in dag.topological_sort()] == ["config", "ingest", "windows", "forecast", "plan",
+                                                                  "publish", "acks", "overrun", "failed"]
     assert dag.get_task("overrun").trigger_rule == "all_done"
     assert {o.name for o in dag.get_task("windows").outlets} == {"dynamo_window_loads"}
 
 
-def test_5min_dag_ingests_the_inbox_refreshes_windows_and_checks_overrun(dagbag, test_store):
-    store, inbox, _ = test_store
+def test_5min_dag_ingests_forecasts_plans_publishes_a_signed_schedule_and_checks_overrun(dagbag, test_store):
+    from dynamo_pipeline.schedules.schema import verify
+
+    store, inbox, home = test_store
     dag = dagbag.dags["dynamo_5min"]
-    dr = dag.test(run_conf={"inbox": str(inbox), "slo_overrides": {"ttft_p99_s": 0.5}})
+    weights = {"energy": 1.0, "carbon": 0.5, "cost": 0.0}
+    dr = dag.test(run_conf={"inbox": str(inbox), "slo_overrides": {"ttft_p99_s": 0.5}, "servers": 8,
+                            "objective_weights": weights})
     assert dr.state == "success"
     with store.engine.connect() as c:
         n_req = c.execute(text("SELECT COUNT(*) FROM requests")).scalar()
@@ -133,13 +142,24 @@ def test_5min_dag_ingests_the_inbox_refreshes_windows_and_checks_overrun(dagbag,
     assert _xcom(dr, "config")["slo"]["ttft_p99_s"] == 0.5
     loads = _xcom(dr, "windows")
     assert loads["latest_window_start_s"] is not None and loads["latest_arrivals"] > 0
+    fc = _xcom(dr, "forecast")
+    assert fc["run_id"] is not None and set(fc["upper_rps"]) >= set(loads["latest_arrivals_per_class"])
+    pl = _xcom(dr, "plan")
+    # the planner got the forecast's upper rates and the run's weights and SLOs
+    assert pl["load_source"] == "forecast" and pl["loads_rps"] == fc["upper_rps"]
+    assert pl["objective_weights"] == weights and pl["slo"]["ttft_p99_s"] == 0.5
+    pub = _xcom(dr, "publish")
+    signed = Path(pub["path"]).read_text()
+    assert verify(signed, TEST_KEY.encode()).version == pub["version"] and pub["plan_ids"] == [pl["plan_id"]]
+    assert _xcom(dr, "acks")["message"] == "no agents to wait for"
     over = _xcom(dr, "overrun")
     assert over["overran"] is False and 0 < over["elapsed_s"] < 300
 
     # the next run finds nothing new in the inbox: no second ingest of the same files
-    dr2 = dag.test(run_conf={"inbox": str(inbox)})
+    dr2 = dag.test(run_conf={"inbox": str(inbox), "servers": 8})
     assert dr2.state == "success"
     assert _xcom(dr2, "ingest")["files_ingested"] == []
+    assert _xcom(dr2, "publish")["version"] == pub["version"] + 1
     with store.engine.connect() as c:
         assert c.execute(text("SELECT COUNT(*) FROM requests")).scalar() == n_req
 
@@ -151,11 +171,31 @@ def test_5min_dag_rejects_invalid_params_before_running(dagbag, test_store):
         dagbag.dags["dynamo_5min"].test(run_conf={"objective_weights": {"energy": -1}})
 
 
-def test_nightly_dag_writes_reports_for_the_day_matching_the_raw_requests(dagbag, test_store):
+def test_5min_dag_fails_the_acks_task_when_a_configured_agent_never_acknowledges(dagbag, test_store):
+    store, inbox, _ = test_store
+    dr = dagbag.dags["dynamo_5min"].test(run_conf={"inbox": str(inbox), "servers": 8, "nodes": ["node-absent"],
+                                                   "ack_timeout_s": 0.5})
+    assert dr.state == "failed"
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states["publish"] == "success" and states["acks"] == "failed" and states["overrun"] == "success"
+    assert states["failed"] == "failed"
+
+
+def test_nightly_dag_trains_forecasts_plans_a_day_publishes_and_writes_reports(dagbag, test_store):
     store, inbox, home = test_store
     dr = dagbag.dags["dynamo_nightly"].test(run_conf={"inbox": str(inbox), "report_since": "2023-11-16",
-                                                      "report_until": "2023-11-17"})
+                                                      "report_until": "2023-11-17", "servers": 4})
     assert dr.state == "success"
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    # the shipped profile is fresh: the branch skips the re-profiling
+    assert states["refresh_profile"] == "skipped" and states["profiles_fresh"] == "success"
+    assert _xcom(dr, "lengths")["trained"] is True
+    fc = _xcom(dr, "forecast")
+    assert fc["horizon"] == "day_ahead" and len(fc["peaks_rps"]) == 48
+    pl = _xcom(dr, "plan")
+    assert pl["windows"] == 48 and len(set(pl["plan_ids"])) == 48 and pl["max_servers_used"] <= 4
+    pub = _xcom(dr, "publish")
+    assert pub["plan_ids"] == pl["plan_ids"] and pub["valid_until_s"] - pub["valid_from_s"] == 48 * 1800
     out = home / "reports" / "nightly" / "2023-11-16"
     load = pd.read_csv(out / "load_by_class_day.csv")
     assert load["arrivals"].sum() == _samples_rows()
