@@ -1,10 +1,12 @@
 -- Energy, carbon, cost and SLO attainment per simulated policy, with savings against singlepool
 -- plot: x=policy y=gpu_energy_kwh kind=bar
 -- Reads sim_runs / sim_windows (written by `dynamo simulate` and `dynamo evaluate`). One row per run;
--- the baseline is the singlepool run of the same evaluation (label, mode, trace). Energy in kWh
+-- the baseline is the singlepool run of the same evaluation (the latest singlepool run with the same
+-- label, mode and trace, started before this one). Energy in kWh
 -- (GPU: what NVML measures; server: GPUs plus the non-GPU draw of servers that are on), carbon in kg,
 -- cost in USD, attainment weighted by requests. Parameters: :since_s, :until_s (window starts, UTC s).
-SELECT r.label,
+SELECT r.id AS run_id,
+       r.label,
        r.policy,
        r.mode,
        r.trace,
@@ -20,12 +22,12 @@ SELECT r.label,
        100.0 * (SUM(w.server_energy_j) / NULLIF(b.server_energy_j, 0) - 1) AS server_energy_vs_singlepool_pct
 FROM sim_runs r
 JOIN sim_windows w ON w.run_id = r.id
-LEFT JOIN (SELECT r2.label, r2.mode, r2.trace,
-                  SUM(w2.gpu_energy_j) AS gpu_energy_j, SUM(w2.server_energy_j) AS server_energy_j
-           FROM sim_runs r2 JOIN sim_windows w2 ON w2.run_id = r2.id
-           WHERE r2.policy = 'singlepool' AND w2.window_start_s >= :since_s AND w2.window_start_s < :until_s
-           GROUP BY r2.label, r2.mode, r2.trace) b
-       ON b.label = r.label AND b.mode = r.mode AND b.trace = r.trace
+LEFT JOIN (SELECT run_id, SUM(gpu_energy_j) AS gpu_energy_j, SUM(server_energy_j) AS server_energy_j
+           FROM sim_windows WHERE window_start_s >= :since_s AND window_start_s < :until_s
+           GROUP BY run_id) b
+       ON b.run_id = (SELECT MAX(x.id) FROM sim_runs x
+                      WHERE x.policy = 'singlepool' AND x.label = r.label AND x.mode = r.mode
+                        AND x.trace = r.trace AND x.id <= r.id)
 WHERE w.window_start_s >= :since_s AND w.window_start_s < :until_s
 GROUP BY r.id, r.label, r.policy, r.mode, r.trace, b.gpu_energy_j, b.server_energy_j
-ORDER BY r.label, gpu_energy_kwh
+ORDER BY r.label, r.id
