@@ -81,6 +81,8 @@ def airflow_server(tmp_path):
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW_VAR_DYNAMO_DATABASE_URL": store_url,
         "AIRFLOW_VAR_DYNAMO_INBOX": str(tmp_path / "scheduled_inbox"),
+        # the publish task signs with the key from an Airflow Variable (never from code)
+        "AIRFLOW_VAR_DYNAMO_SCHEDULE_KEY": "ui-test-schedule-key-0123456789abcdef",
         "DYNAMO_HOME": str(tmp_path / "home"),
     }
     log = open(tmp_path / "standalone.log", "wb")
