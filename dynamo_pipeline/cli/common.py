@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import click
+import pandas as pd
 
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.store.db import Store, StoreError, open_store
@@ -34,3 +35,15 @@ def fail(msg: str, code: int = 2) -> None:
     """Print an error (what happened and what to do) and exit."""
     click.secho(f"error: {msg}", fg="red", err=True)
     raise SystemExit(code)
+
+
+def parse_time_s(value: str | None) -> int | None:
+    """An ISO 8601 time from the command line as UTC epoch seconds (naive times are UTC)."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a time; use ISO 8601, e.g. 2023-11-16 or 2023-11-16T18:00Z")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+    return int(ts.timestamp())

@@ -7,7 +7,7 @@ import pandas as pd
 
 from dynamo_pipeline.cli import main
 from dynamo_pipeline.cli.common import Context, fail, pass_ctx
-from dynamo_pipeline.cli.ingest import _time_s
+from dynamo_pipeline.cli.common import parse_time_s
 from dynamo_pipeline.forecast import (
     HORIZONS,
     ForecastError,
@@ -59,10 +59,10 @@ def forecast_fit(ctx: Context, horizon: str, origin: str | None, model: str | No
     try:
         if sg_model:
             loads = _servegen(ctx, sg_model, servegen_root)
-            fc = forecast_loads(loads, ctx.settings, horizon=horizon, origin_s=_time_s(origin), forecaster=forecaster)
+            fc = forecast_loads(loads, ctx.settings, horizon=horizon, origin_s=parse_time_s(origin), forecaster=forecaster)
             run_id = save_forecast(store, fc, f"servegen:{sg_model}", forecaster)
         else:
-            fc, run_id = forecast_store(store, ctx.settings, horizon=horizon, origin_s=_time_s(origin), model=model,
+            fc, run_id = forecast_store(store, ctx.settings, horizon=horizon, origin_s=parse_time_s(origin), model=model,
                                         forecaster=forecaster)
             loads = window_loads(store, ctx.settings.window_s, model=model)
     except ForecastError as e:

@@ -9,21 +9,12 @@ from sqlalchemy import text
 
 from dynamo_pipeline.classify import fit_thresholds
 from dynamo_pipeline.cli import main
-from dynamo_pipeline.cli.common import Context, fail, pass_ctx
+from dynamo_pipeline.cli.common import Context, fail, parse_time_s, pass_ctx
 from dynamo_pipeline.ingest import MappingError, ingest_paths, load_mapping, window_loads
 from dynamo_pipeline.ingest.load import quarantine_frame, runs_frame
 from dynamo_pipeline.ingest.summary import format_summary, format_windows
 
 
-def _time_s(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a time; use ISO 8601, e.g. 2023-11-16T18:00Z")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-    return int(ts.timestamp())
 
 
 @main.command()
@@ -67,7 +58,7 @@ def ingest(ctx: Context, paths: tuple[str, ...], mapping: str | None, progress: 
 @pass_ctx
 def windows(ctx: Context, model: str | None, since: str | None, until: str | None, value: str, as_csv: bool) -> None:
     """Per-class window loads (derived from the request log; refreshed by every ingest)."""
-    df = window_loads(ctx.store(), ctx.settings.window_s, model, _time_s(since), _time_s(until))
+    df = window_loads(ctx.store(), ctx.settings.window_s, model, parse_time_s(since), parse_time_s(until))
     if as_csv:
         click.echo(df.drop(columns=["window_start"]).to_csv(index=False), nl=False)
     else:

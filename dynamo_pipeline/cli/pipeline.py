@@ -14,20 +14,11 @@ import pandas as pd
 from dynamo_pipeline import pipeline as steps
 from dynamo_pipeline import reports
 from dynamo_pipeline.cli import main
-from dynamo_pipeline.cli.common import Context, fail, pass_ctx
+from dynamo_pipeline.cli.common import Context, fail, parse_time_s, pass_ctx
 from dynamo_pipeline.config import ConfigError
 from dynamo_pipeline.store.db import StoreError
 
 
-def _epoch_s(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a time; use ISO 8601, e.g. 2023-11-16 or 2023-11-16T18:00Z")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-    return int(ts.timestamp())
 
 
 def _echo(result: dict) -> None:
@@ -61,7 +52,7 @@ def report(ctx: Context, name: str | None, since: str | None, until: str | None,
             click.echo("\ngive a report NAME to run one", err=True)
         return
     try:
-        df = reports.run_report(ctx.store(), name, _epoch_s(since), _epoch_s(until))
+        df = reports.run_report(ctx.store(), name, parse_time_s(since), parse_time_s(until))
         result = reports.render(df, name, fmt, out)
     except reports.ReportError as e:
         fail(str(e))
@@ -107,7 +98,7 @@ def pipeline_ingest_new(ctx: Context, inbox: str) -> None:
 @pass_ctx
 def pipeline_windows(ctx: Context, since: str | None, until: str | None) -> None:
     """Recompute window loads for a span and summarise the newest window."""
-    a, b = _epoch_s(since), _epoch_s(until)
+    a, b = parse_time_s(since), parse_time_s(until)
     _step(steps.refresh_windows, ctx.settings, None if a is None else a * 1_000_000,
           None if b is None else b * 1_000_000)
 
@@ -120,7 +111,7 @@ def pipeline_windows(ctx: Context, since: str | None, until: str | None) -> None
 @pass_ctx
 def pipeline_reports(ctx: Context, out_dir: str, since: str | None, until: str | None, names: tuple[str, ...]) -> None:
     """Write every SQL report as CSV and PNG into a folder."""
-    _step(steps.write_reports, ctx.settings, out_dir, _epoch_s(since), _epoch_s(until), list(names) or None)
+    _step(steps.write_reports, ctx.settings, out_dir, parse_time_s(since), parse_time_s(until), list(names) or None)
 
 
 @pipeline.command("overrun")
@@ -129,5 +120,5 @@ def pipeline_reports(ctx: Context, out_dir: str, since: str | None, until: str |
 @pass_ctx
 def pipeline_overrun(ctx: Context, started_at: str, window_s: float | None) -> None:
     """Say whether a run that started at STARTED_AT (ISO 8601) has overrun its window."""
-    ts = pd.Timestamp(_epoch_s(started_at), unit="s", tz="UTC").to_pydatetime()
+    ts = pd.Timestamp(parse_time_s(started_at), unit="s", tz="UTC").to_pydatetime()
     _step(steps.check_overrun, ts, window_s or ctx.settings.window_s)

@@ -35,13 +35,13 @@ def _profile(ctx: Context, path: str | None) -> pd.DataFrame:
 
 
 def _trace(ctx: Context, trace: str, since: str | None, until: str | None):
-    from dynamo_pipeline.cli.ingest import _time_s
+    from dynamo_pipeline.cli.common import parse_time_s
 
     try:
         if Path(trace).exists():
             return read_trace_file(trace, ctx.settings)
         return load_trace(ctx.store(), ctx.settings, tenant=trace, model=ctx.settings.hardware.model,
-                          since_s=_time_s(since), until_s=_time_s(until))
+                          since_s=parse_time_s(since), until_s=parse_time_s(until))
     except TraceError as e:
         fail(f"{e} (--trace is a file path or a tenant in the store, e.g. conv)")
 
