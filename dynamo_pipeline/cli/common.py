@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import click
-import pandas as pd
 
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.store.db import Store, StoreError, open_store
@@ -41,6 +40,8 @@ def parse_time_s(value: str | None) -> int | None:
     """An ISO 8601 time from the command line as UTC epoch seconds (naive times are UTC)."""
     if value is None:
         return None
+    import pandas as pd  # imported here: `dynamo agent` must start without pandas
+
     try:
         ts = pd.Timestamp(value)
     except ValueError:
