@@ -40,7 +40,8 @@ def test_schedule_carries_every_planned_instance_with_routing_shares(profile, se
         shares = [v for by_i in sch.routing[cls].values() for v in by_i.values()]
         assert sum(shares) == pytest.approx(1.0)
     for inst in insts:
-        assert inst.fallback_clock_mhz == 1980 and inst.clock_table[-1].max_load_rps == pytest.approx(inst.max_load_rps)
+        # the table reaches at least the planned load (beyond it: the next clock that meets the SLO)
+        assert inst.fallback_clock_mhz == 1980 and inst.clock_table[-1].max_load_rps >= inst.max_load_rps - 1e-9
     assert [len(p.servers) for p in sch.pools] == [2, 2]
 
 

@@ -84,6 +84,29 @@ def test_mispredictions_cost_moves_and_energy_under_dynamollm(conv, profile):
     assert noisy["moved"] + noisy["clock_raises"] > exact["moved"] + exact["clock_raises"]
 
 
+def test_hierarchical_policies_only_add_servers_between_cluster_intervals(conv, profile):
+    from dynamo_pipeline.sim.policies import POLICIES, PolicyContext
+    from dynamo_pipeline.sim.profile_view import ProfileTable, class_slos
+    from dynamo_pipeline.sim.replay import last_value_upper, peak_tick_loads
+
+    s = load_settings(None)
+    s = s.model_copy(update={"planner": s.planner.model_copy(update={"cluster_interval_s": 600})})
+    tr = predict_classes(scale_trace(conv, 3, seed=1), s)
+    classes = s.classes.names()
+    loads = peak_tick_loads(tr, classes, "cls", 300.0, 60.0, 3)
+    ctx = PolicyContext(settings=s, profile=profile, table=ProfileTable(profile, class_slos(s, profile)),
+                        classes=classes, true_loads=loads, observed_loads=loads, forecaster=last_value_upper())
+    for name in ("dynamollm", "oracle"):
+        plans = POLICIES[name](ctx)
+        servers = [p.total_servers() for p in plans]
+        assert servers[1] >= servers[0]                   # window 1 is inside the first 10-minute interval
+        for p in plans:                                   # instance ids are unique within a window
+            ids = [i.instance_id for i in p.instances]
+            assert len(ids) == len(set(ids)) and ids
+            for pool in p.pools:                          # instances fit on their pool's servers
+                assert sum(i.tp for i in p.instances if i.pool == pool) <= p.servers(pool) * p.gpus_per_server
+
+
 def test_evaluate_stores_every_policy_and_draws_plots(store, settings, conv, profile, tmp_path):
     tr = predict_classes(scale_trace(conv, 2), settings)
     ev = evaluate(tr, settings, profile, store=store, label="t")

@@ -4,18 +4,24 @@ Every ``planner.cluster_interval_s`` (30 min) the planner sizes each pool from t
 upper quantile over the coming interval plus the server start-up time (a server started now serves
 only after ``hardware.server_start_s``, 6–8 min for a 70B model). Pools group the classes in order
 of request size (GPU-seconds per request at the class's densest SLO-feasible cell); their number is
-``planner.pools`` (9 = one per class). Fragmentation rules (DESIGN §4):
+``planner.pools`` (9 = one per class). Sizing (DESIGN §4, fragmentation):
 
-* a pool gets ⌊x⌋ servers for a need of x servers; the fraction left over spills, as load of its
-  own classes, to the next larger pool (which serves it on its own servers);
-* a pool that needs less than ``planner.merge_below_servers`` servers merges into the next larger
-  pool (all its load goes there);
-* only the largest-request pool is over-provisioned: it gets ⌈x⌉ servers.
+* a pool whose peak needs fewer than ``planner.merge_below_servers`` servers merges into the next
+  larger pool (all its load goes there);
+* the pool-level MILP is solved once over all pools at the peak, with one shared GPU budget and
+  cells costed for the whole server (an instance's GPUs plus their share of the server's non-GPU
+  draw, :func:`sizing_profile`): each pool gets ⌈its instances' GPUs / GPUs per server⌉ servers.
+  The GPUs its last server has spare are not lost: off-peak the pool level runs the pool's
+  instances on them at lower clocks. (An earlier rule — ⌊x⌋ servers per pool, leftovers spilled to
+  the next larger pool, only the largest rounded up — sized each class for whole instances at its
+  densest cell and kept 17 servers on where singlepool needs 12 on the scaled Azure chat hour.)
 
-Scale-in happens only when it pays: a server stopped now and needed again costs its start-up
-energy, so a pool keeps servers it no longer needs when the interval is shorter than the start-up
-time. The pool-level MILP (``model.py``) then places instances within each pool's servers for the
-same interval; the cluster plan adds the servers' own draw (non-GPU power while on, idle GPUs).
+Scale-in is the caller's choice (``scale_in``): between two cluster intervals a plan may only add
+servers. Callers pass the peak over the interval and the start-up time after it
+(:func:`peak_with_startup`), so a server is not stopped when it is needed again before a restart
+would pay off. The pool-level MILP (``model.py``) then places instances within each pool's servers
+for the same interval, costing only their draw above idle (the servers are on anyway); the cluster
+plan adds the servers' own draw (non-GPU power while on, idle GPUs).
 :func:`nightly_plan` chains 48 half-hour cluster plans over tomorrow's forecast, each against the
 previous one, for a day-ahead capacity plan.
 """
@@ -92,62 +98,64 @@ def group_classes(sizes: Mapping[str, float], n_pools: int) -> list[tuple[str, .
     return [tuple(str(c) for c in g) for g in np.array_split(np.array(order, dtype=object), n) if len(g)]
 
 
-def _gpus_whole_instances(demand: Mapping[str, float], dense: Mapping[str, tuple[int, float] | None]) -> int:
-    return sum(math.ceil(v / dense[c][1] - 1e-9) * dense[c][0] for c, v in demand.items() if v > 0 and dense.get(c))
-
-
-def size_pools(loads: Mapping[str, float], dense: Mapping[str, tuple[int, float] | None],
-               groups: Sequence[tuple[str, ...]], gpus_per_server: int, merge_below_servers: float) -> list[PoolSpec]:
-    """Apply the fragmentation rules to per-class peak loads; pools in increasing request size.
-
-    A pool's need x (servers) is its load at each class's densest SLO-feasible cell. A pool that
-    is not the largest keeps ⌊x⌋ servers and fills them with whole instances (then, with GPUs left,
-    with instances for a class's remainder); the load those do not take spills to the next pool."""
-    specs: list[PoolSpec] = []
-    carry: dict[str, float] = {}
-    carry_classes: tuple[str, ...] = ()
+def merge_small_groups(loads: Mapping[str, float], dense: Mapping[str, tuple[int, float] | None],
+                       groups: Sequence[tuple[str, ...]], gpus_per_server: int,
+                       merge_below_servers: float) -> list[tuple[str, ...]]:
+    """Groups whose peak needs fewer than ``merge_below_servers`` servers at their classes' densest
+    cells merge into the next larger group (the largest group absorbs what reaches it)."""
+    out: list[tuple[str, ...]] = []
+    carry: tuple[str, ...] = ()
     for i, group in enumerate(groups):
-        demand = {c: float(loads.get(c, 0.0)) for c in group}
-        for c, v in carry.items():
-            demand[c] = demand.get(c, 0.0) + v
-        classes = tuple(dict.fromkeys(carry_classes + group))
-        servable = {c: v for c, v in demand.items() if dense.get(c)}
-        need = sum(v * dense[c][0] / dense[c][1] for c, v in servable.items()) / gpus_per_server
-        pool_id = "pool-" + "-".join(group)
-        if i == len(groups) - 1:
-            servers = math.ceil(_gpus_whole_instances(servable, dense) / gpus_per_server)
-            specs.append(PoolSpec(pool_id, tuple(c for c in classes if c in group or demand[c] > 0), servers,
-                                  {c: v for c, v in demand.items() if v > 0 or c in group}, need))
-            break
-        if need < merge_below_servers:
-            carry, carry_classes = demand, classes          # near-empty: merge into the next pool
+        merged = carry + tuple(group)
+        need = sum(float(loads.get(c, 0.0)) * dense[c][0] / dense[c][1] for c in merged if dense.get(c)) / gpus_per_server
+        if i < len(groups) - 1 and need < merge_below_servers:
+            carry = merged
             continue
-        servers = math.floor(need + 1e-9)
-        left = servers * gpus_per_server
-        kept: dict[str, float] = {}
-        # load spilled from smaller pools first (this pool is where it must go), then big instances
-        order = sorted(servable, key=lambda c: (c not in carry, -dense[c][0]))
-        for c in order:
-            t, ld = dense[c]
-            k = min(math.floor(servable[c] / ld + 1e-9), left // t)
-            kept[c] = k * ld
-            left -= k * t
-        for c in order:
-            t, _ld = dense[c]
-            if servable[c] - kept[c] > 1e-12 and t <= left and servable[c] - kept[c] <= dense[c][1]:
-                kept[c] = servable[c]
-                left -= t
-        specs.append(PoolSpec(pool_id, tuple(c for c in classes if c in group or kept.get(c, 0) > 0), servers,
-                              {c: v for c, v in kept.items() if v > 0 or c in group}, need))
-        carry = {c: v - kept.get(c, 0.0) for c, v in demand.items() if v - kept.get(c, 0.0) > 1e-9}
-        carry_classes = tuple(c for c in classes if c in carry)
-    return specs
+        out.append(merged)
+        carry = ()
+    return out
+
+
+def sizing_profile(profiles: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """The profile with each cell's power raised by its GPUs' share of the server's non-GPU draw:
+    what an instance costs the cluster level, which decides how many servers are on."""
+    hw = settings.hardware
+    return profiles.assign(power_w=profiles["power_w"] + profiles["tp"] * hw.server_non_gpu_power_w / hw.gpus_per_server)
+
+
+#: The sizing solve's budget: unbounded, so it finds what the peak needs (then cut to the fleet).
+UNBOUNDED_GPUS = 10**7
+
+
+def size_pools(profiles: pd.DataFrame, loads: Mapping[str, float], groups: Sequence[tuple[str, ...]],
+               settings: Settings, interval_s: float,
+               carbon_g_per_kwh: float | None = None) -> tuple[list[PoolSpec], list[str]]:
+    """Servers per pool for the peak ``loads``: the pool-level MILP over all pools with one shared,
+    unbounded budget, on :func:`sizing_profile` cells (an instance's GPUs and its
+    share of the server), so each pool's instances are the cheapest that carry its peak within the
+    SLOs; a pool then gets the servers its instances fill, ⌈GPUs / gpus_per_server⌉. The GPUs a
+    pool's last server has left over carry its classes at lower clocks off-peak. Returns the pools
+    (smallest requests first) and the sizing solve's flags."""
+    pl, gps = settings.planner, settings.hardware.gpus_per_server
+    pools = {"pool-" + "-".join(g): {c: float(loads.get(c, 0.0)) for c in g} for g in groups}
+    problem = pool_problem(sizing_profile(profiles, settings), loads, settings, UNBOUNDED_GPUS, pools=pools,
+                           window_s=interval_s, carbon_g_per_kwh=carbon_g_per_kwh)
+    plan = plan_pool(problem, pl.solver, pl.time_limit_s, pl.mip_rel_gap)
+    gpus: dict[str, int] = {}
+    for g in plan.groups:
+        gpus[g.pool] = gpus.get(g.pool, 0) + g.count * g.tp
+    specs = [PoolSpec(pid, tuple(dem), math.ceil(gpus.get(pid, 0) / gps - 1e-9), dict(dem), gpus.get(pid, 0) / gps)
+             for pid, dem in pools.items()]
+    return specs, [f"sizing: {f}" for f in plan.flags]
 
 
 def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settings: Settings, max_servers: int,
-                 prev: ClusterPlan | None = None, carbon_g_per_kwh: float | None = None) -> ClusterPlan:
+                 prev: ClusterPlan | None = None, carbon_g_per_kwh: float | None = None,
+                 scale_in: bool = True) -> ClusterPlan:
     """Servers per pool for one cluster interval from the peak loads, then the pool-level plan
-    within them. ``prev`` is the previous interval's plan (servers kept, reconfiguration terms)."""
+    within them. ``prev`` is the previous interval's plan (servers kept, reconfiguration terms);
+    ``scale_in=False`` keeps at least ``prev``'s servers in every pool (a scale-out between two
+    cluster intervals, when the load outgrows the servers on)."""
     t0 = time.perf_counter()
     pl, hw = settings.planner, settings.hardware
     classes = sorted(peak_loads)
@@ -155,10 +163,14 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
     costs = costs_from_settings(settings, interval_s, carbon_g_per_kwh)
     dense = densest_cells(profiles, settings, classes, costs)
     groups = group_classes({c: (d[0] / d[1] if d else math.inf) for c, d in dense.items()}, pl.pools)
-    specs = size_pools(peak_loads, dense, groups, hw.gpus_per_server, pl.merge_below_servers)
-    flags: list[str] = []
+    if prev is not None and not scale_in:   # between intervals the pools stay as they are
+        groups = [p.classes for p in prev.pools]
+    else:
+        groups = merge_small_groups(peak_loads, dense, groups, hw.gpus_per_server, pl.merge_below_servers)
+    specs, sizing_flags = size_pools(profiles, peak_loads, groups, settings, interval_s, carbon_g_per_kwh)
+    flags: list[str] = list(sizing_flags)
     prev_servers = prev.servers_by_pool if prev is not None else {}
-    if prev is not None and interval_s < hw.server_start_s:   # scale-in would not pay for the restart
+    if prev is not None and not scale_in:   # scale-out only
         for s in specs:
             s.servers = max(s.servers, prev_servers.get(s.pool_id, 0))
     total = sum(s.servers for s in specs)
@@ -176,11 +188,12 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
     budget = {s.pool_id: s.servers * hw.gpus_per_server for s in specs}
     prev_inst = prev.pool_plan.instances_by_pool_tp() if prev is not None else None
     problem = pool_problem(profiles, peak_loads, settings, budget, pools=pools, prev=prev_inst,
-                           window_s=interval_s, carbon_g_per_kwh=carbon_g_per_kwh)
+                           window_s=interval_s, carbon_g_per_kwh=carbon_g_per_kwh, gpus_on=True)
     plan = plan_pool(problem, pl.solver, pl.time_limit_s, pl.mip_rel_gap)
     servers = sum(s.servers for s in specs)
-    started = sum(max(0, s.servers - prev_servers.get(s.pool_id, 0)) for s in specs) if prev else servers
-    stopped = sum(max(0, n - budget.get(p, 0) // hw.gpus_per_server) for p, n in prev_servers.items())
+    now = {s.pool_id: s.servers for s in specs}
+    started = sum(max(0, n - prev_servers.get(p, 0)) for p, n in now.items()) if prev else servers
+    stopped = sum(max(0, n - now.get(p, 0)) for p, n in prev_servers.items())
     idle_gpus = servers * hw.gpus_per_server - sum(plan.score.gpus_used.values())
     server_energy_j = (servers * hw.server_non_gpu_power_w + idle_gpus * pl.gpu_idle_w) * interval_s
     if started and prev is not None:

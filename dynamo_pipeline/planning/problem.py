@@ -62,6 +62,7 @@ class Costs:
     reshard_s: float
     horizon_s: float                # a change must pay for itself within this time
     max_changes: int                # instances started per window before staggering
+    idle_credit_w: float = 0.0      # per GPU: idle draw paid whether or not an instance uses the GPU
 
     def energy(self, joules: float) -> float:
         kwh = joules / J_PER_KWH
@@ -71,8 +72,10 @@ class Costs:
         return self.weight_gpu_cost * self.gpu_usd_per_hour * gpu_s / 3600.0
 
     def cell(self, power_w: float, tp: int) -> float:
-        """Objective coefficient of one instance in a cell for one window."""
-        return self.energy(power_w * self.window_s) + self.gpu_time(tp * self.window_s)
+        """Objective coefficient of one instance in a cell for one window. With ``idle_credit_w``
+        (GPUs on servers that are on anyway) only the draw above idle counts, so spare GPUs are
+        used at lower clocks whenever that costs less than running fewer GPUs faster."""
+        return self.energy((power_w - tp * self.idle_credit_w) * self.window_s) + self.gpu_time(tp * self.window_s)
 
     @property
     def amortise(self) -> float:
@@ -185,7 +188,7 @@ def useful_cells(table: Mapping[tuple, Cell], slo: Mapping[str, tuple[float, flo
 
 
 def costs_from_settings(settings: Settings, window_s: float | None = None,
-                        carbon_g_per_kwh: float | None = None) -> Costs:
+                        carbon_g_per_kwh: float | None = None, gpus_on: bool = False) -> Costs:
     pl, hw = settings.planner, settings.hardware
     window_s = float(window_s or pl.pool_interval_s)
     per_gpu_loading_w = pl.gpu_idle_w + hw.server_non_gpu_power_w / hw.gpus_per_server
@@ -196,20 +199,22 @@ def costs_from_settings(settings: Settings, window_s: float | None = None,
         start_j_per_gpu=hw.server_start_s * per_gpu_loading_w, start_s=hw.server_start_s,
         reshard_j_per_gpu=pl.reshard_s * per_gpu_loading_w, reshard_s=pl.reshard_s,
         horizon_s=pl.reconfig_horizon_s, max_changes=pl.max_changes_per_window,
+        idle_credit_w=pl.gpu_idle_w if gpus_on else 0.0,
     )
 
 
 def pool_problem(profiles: pd.DataFrame, loads: Mapping[str, float] | pd.Series, settings: Settings,
                  gpu_budget: int | Mapping[str, int], pools: Mapping[str, Mapping[str, float] | Sequence[str]] | None = None,
                  prev: Mapping[tuple[str, int], int] | None = None, window_s: float | None = None,
-                 carbon_g_per_kwh: float | None = None) -> PoolProblem:
+                 carbon_g_per_kwh: float | None = None, gpus_on: bool = False) -> PoolProblem:
     """Build a :class:`PoolProblem`.
 
     ``loads``: class → rps (e.g. a forecast's ``upper_rps``). ``pools``: pool → its classes (all of
     each class's load) or pool → {class: rps} (a share, as the cluster level splits spilled load);
     default one pool per class, named after it. ``gpu_budget``: total GPUs (one shared budget, pool
     "all" when ``pools`` is None and an int is given) or pool → GPUs. ``prev``: (pool, tp) → instances
-    in the previous plan."""
+    in the previous plan. ``gpus_on``: the budgets are GPUs of servers that are on for the window
+    (the cluster level's), so an instance costs only its draw above idle (:class:`Costs`)."""
     loads = {str(k): float(v) for k, v in dict(loads).items()}
     if pools is None:
         pools = {c: [c] for c in loads}
@@ -232,7 +237,7 @@ def pool_problem(profiles: pd.DataFrame, loads: Mapping[str, float] | pd.Series,
         budget = {ALL_POOLS: int(gpu_budget)}
     classes = sorted({c for (_p, c) in demand})
     slo = {c: settings.slo.for_class(c) for c in classes}
-    costs = costs_from_settings(settings, window_s, carbon_g_per_kwh)
+    costs = costs_from_settings(settings, window_s, carbon_g_per_kwh, gpus_on)
     table = cell_table(profiles)
     cells = useful_cells(table, slo, costs, settings.hardware.tp_degrees)
     flags = [f"no SLO-feasible cell for class {c}" for c in classes if not cells.get(c)]

@@ -62,7 +62,9 @@ def build_schedule_from_groups(groups: Sequence[InstanceGroup], flags: Sequence[
             free[node] += g.tp
             key = (g.cls, g.tp, g.load_rps)
             if key not in table_cache:
-                bands = clock_table(profiles, g.cls, g.tp, settings.slo.for_class(g.cls), max_load_rps=g.load_rps)
+                # the whole table: above the planned load the agent steps to the next clock that meets the
+                # SLO there before the fallback (top) clock
+                bands = clock_table(profiles, g.cls, g.tp, settings.slo.for_class(g.cls))
                 table_cache[key] = tuple(ClockBand(max_load_rps=ld, clock_mhz=f) for ld, f in bands) or (
                     ClockBand(max_load_rps=g.load_rps, clock_mhz=top),)
             iid = f"{p}/{node}/gpu{gpu_ids[0]}"

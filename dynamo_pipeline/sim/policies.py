@@ -15,10 +15,14 @@ scaleshard     multipool's servers, fixed; the pool-level MILP re-picks the TP o
                them every window (top clock only)
 scalefreq      multipool's instances; each instance's agent picks its clock from the planner's
                clock table by observed load
-dynamollm      all three knobs, hierarchical: cluster level every 30 min from the forecast peak
-               (with the start-up time), pool-level MILP every 5 min, clock tables per instance
+dynamollm      all three knobs, hierarchical: cluster level (servers per pool, sized by the MILP
+               at the peak of the forecasts made over the start-up time) at every
+               ``cluster_interval_s`` boundary, scale-out only between boundaries; pool-level
+               MILP every 5 min within the servers on; clock tables per instance
 oracle         dynamollm with the true future load and true lengths (the caller replays it with
-               predicted = true classes): the lower bound
+               predicted = true classes): at a boundary the true peak over the coming interval (or
+               the start-up time, if longer); between boundaries the true peak over the start-up
+               time, scale-out only
 =============  ==============================================================================
 
 Loads given to policies are per-window planning rates (:func:`~.replay.peak_tick_loads`: each
@@ -127,11 +131,16 @@ def _restrict(profile: pd.DataFrame, tp: int | None = None, top_clock: bool = Fa
 
 def _instances_from_pool_plan(plan, ctx: PolicyContext, w: int, clock_tables: bool) -> list[InstancePlan]:
     out = []
+    seen: dict[str, int] = {}
     for g in plan.groups:
         top = ctx.table.top_clock(g.tp)
-        table = ctx.clock_table(g.cls, g.tp, g.load_rps) if clock_tables else ()
-        for k in range(g.count):
-            out.append(InstancePlan(f"{g.pool}/{g.cls}/tp{g.tp}/{k}", g.pool, g.tp, (g.cls,),
+        # the whole table, not cut at the planned load: a tick above it moves to the next cheapest
+        # clock that meets the SLO there, not straight to the top clock
+        table = ctx.clock_table(g.cls, g.tp, None) if clock_tables else ()
+        prefix = f"{g.pool}/{g.cls}/tp{g.tp}"
+        for _ in range(g.count):
+            k = seen[prefix] = seen.get(prefix, -1) + 1   # numbered across groups of one (pool, class, TP)
+            out.append(InstancePlan(f"{prefix}/{k}", g.pool, g.tp, (g.cls,),
                                     g.freq_mhz if clock_tables else top, g.load_rps, top, table))
     return out
 
@@ -219,7 +228,7 @@ def scaleshard(ctx: PolicyContext) -> list[WindowPlan]:
         fc = ctx.forecast(w)
         loads = {c: fc.get(c, 0.0) for c in pools}
         problem = pool_problem(prof, loads, ctx.settings, budget, pools={p: list(cs) for p, cs in pools.items()},
-                               prev=prev, window_s=ctx.window_s)
+                               prev=prev, window_s=ctx.window_s, gpus_on=True)
         plan = plan_pool(problem, ctx.settings.planner.solver, ctx.settings.planner.time_limit_s,
                          ctx.settings.planner.mip_rel_gap)
         prev = plan.instances_by_pool_tp()
@@ -228,25 +237,29 @@ def scaleshard(ctx: PolicyContext) -> list[WindowPlan]:
 
 
 def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool, oracle: bool) -> list[WindowPlan]:
-    """Cluster level every ``cluster_interval_s``, pool level every window, clock tables (optional)."""
+    """Cluster level every ``cluster_interval_s`` (scale-out in any window), pool level every
+    window, clock tables (optional). A started server serves ``lead`` windows later, so the peak a
+    forecasting policy sizes for is the largest of its last ``lead`` forecasts: it stops a server
+    only when no forecast over the start-up time needed it."""
     s = ctx.settings
     per_cluster = max(1, int(round(s.planner.cluster_interval_s / ctx.window_s)))
+    lead = 1 + math.ceil(s.hardware.server_start_s / ctx.window_s)   # a started server serves after this
     loads = [(ctx.true_loads.iloc[w].to_dict() if oracle else ctx.forecast(w)) for w in range(ctx.n_windows)]
     loads = [{c: float(d.get(c, 0.0)) for c in ctx.classes} for d in loads]
     out: list[WindowPlan] = []
     cplan: ClusterPlan | None = None
     prev_inst = None
     for w in range(ctx.n_windows):
-        if w % per_cluster == 0:
-            # the peak over this interval and the start-up time after it; forecasters see only the past
-            span = loads[w:w + per_cluster] if oracle else [loads[w]] * per_cluster
-            peaks = [dict(x) for x in span]
-            peak = {c: max(p[c] for p in peaks) for c in ctx.classes}
-            if oracle:
-                ahead = peak_with_startup(loads, w, ctx.window_s, s.hardware.server_start_s)
-                peak = {c: max(peak[c], ahead[c]) for c in ctx.classes}
-            cplan = cluster_plan(profile, {c: v for c, v in peak.items()}, s, ctx.max_servers, prev=cplan)
-        assert cplan is not None
+        boundary = w % per_cluster == 0
+        if oracle:   # the true peak over the coming interval (or the start-up time, if longer)
+            span = loads[w: w + (max(per_cluster, lead) if boundary else lead)]
+        else:        # forecasts made over the start-up time: a server stops only when none needed it
+            span = loads[max(0, w - lead + 1): w + 1]
+        peak = {c: max(p[c] for p in span) for c in ctx.classes}
+        # at a cluster boundary servers follow the peak both ways; between boundaries only scale-out
+        cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary)
+        if cplan is None or boundary or cand.servers > cplan.servers:
+            cplan = cand
         pools = {p.pool_id: p.classes for p in cplan.pools}
         peak_dem: dict[str, float] = {}
         for p in cplan.pools:
@@ -256,7 +269,8 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
                  for p in cplan.pools for c, v in p.demand_rps.items()}
         demand = {p.pool_id: {c: loads[w][c] * share[(p.pool_id, c)] for c in p.demand_rps} for p in cplan.pools}
         budget = {p.pool_id: p.servers * s.hardware.gpus_per_server for p in cplan.pools}
-        problem = pool_problem(profile, loads[w], s, budget, pools=demand, prev=prev_inst, window_s=ctx.window_s)
+        problem = pool_problem(profile, loads[w], s, budget, pools=demand, prev=prev_inst, window_s=ctx.window_s,
+                               gpus_on=True)
         plan = plan_pool(problem, s.planner.solver, s.planner.time_limit_s, s.planner.mip_rel_gap)
         prev_inst = plan.instances_by_pool_tp()
         insts = _instances_from_pool_plan(plan, ctx, w, clock_tables)
