@@ -116,13 +116,19 @@ class PlannerConfig(_Strict):
     weight_gpu_cost: float = Field(0.0, ge=0, description="objective weight per USD of GPU time")
     weight_carbon: float = Field(0.0, ge=0, description="objective weight per kg CO2")
     max_changes_per_window: int = Field(8, ge=0, description="instances started or re-sharded per pool and window; more are staggered")
-    pools: int = Field(9, ge=1, le=9, description="number of pools at the cluster level (9 = one per class)")
+    pools: int = Field(1, ge=1, le=9, description="server pools at the cluster level: 1 = servers shared by all classes "
+                       "(instances still per class or mixed); 9 = a pool per class, as in the paper")
     pool_interval_s: int = Field(300, ge=60)
     cluster_interval_s: int = Field(1800, ge=300)
     reconfig_horizon_s: float = Field(1800.0, gt=0, description="a change must pay for itself within this time")
     reshard_s: float = Field(0.05, ge=0, description="re-shard over NVLink (DESIGN §6)")
     gpu_idle_w: float = Field(75.0, ge=0, description="idle draw of one GPU")
     merge_below_servers: float = Field(1.0, ge=0, description="a pool needing fewer servers than this merges into the next larger")
+    cluster_headroom: float = Field(0.3, ge=0, le=5, description="capacity the cluster level keeps above its forecast "
+                                    "peak, as a fraction: servers decided a start-up time ahead must absorb forecast error")
+    mixed_instances: bool = Field(True, description="instances may serve all classes of their pool in the forecast mix "
+                                  "(no partly used instance per class); off: one class per instance")
+    mix_levels: int = Field(8, ge=1, le=32, description="load levels of a mixed instance, as fractions of its SLO capacity")
     peak_quantile: str = Field("upper_rps", description="forecast column used as the load")
 
     @field_validator("solver")

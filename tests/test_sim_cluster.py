@@ -98,3 +98,18 @@ def test_server_start_and_drain_are_paid_in_energy(profile):
     extra = (w["server_energy_j"] - w["gpu_energy_j"]).to_numpy()
     expected = non_gpu * np.array([300.0, 2 * 300 + s.hardware.server_start_s, 300 + 30.0])
     assert extra == pytest.approx(expected)
+
+
+def test_each_class_is_routed_by_the_instances_planned_rps_of_that_class(table):
+    # a mixed instance plans 3 rps of SS and 1 of LL; a single-class one 1 rps of SS: SS splits 3:1
+    top = table.top_clock(8)
+    mixed = InstancePlan("mix0", "all", 8, ("SS", "LL"), top, 4.0, top, (), (("SS", 3.0), ("LL", 1.0)))
+    single = InstancePlan("ss0", "all", 8, ("SS",), top, 1.0, top)
+    plan = WindowPlan(pools={"all": ("SS", "LL")}, instances=[mixed, single])
+    n = 600                                        # 2 rps: no instance is overloaded, nothing is moved
+    tr = _trace(np.linspace(0, 299, n), [SS] * n, [SS] * n)
+    asg = assign(tr, [plan], table, CLASSES, ClusterParams(tick_s=300, seed=3))
+    assert asg.counters["moved"] == 0 and asg.counters["dropped"] == 0
+    on = asg.ticks.iloc[asg.row]["instance_id"].value_counts()
+    assert on["mix0"] / n == pytest.approx(0.75, abs=0.06)
+    assert mixed.weight("LL") == 1.0 and mixed.weight("SS") == 3.0 and single.weight("SS") == 1.0

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dynamo_pipeline.planning.problem import PlanningError
+from collections.abc import Mapping, Sequence
+
+from dynamo_pipeline.planning.problem import PlanningError, cell_table, mixed_cells
 
 
 def clock_table(profiles: pd.DataFrame, cls: str, tp: int, slo: tuple[float, float],
@@ -50,3 +52,23 @@ def clock_table(profiles: pd.DataFrame, cls: str, tp: int, slo: tuple[float, flo
         else:
             merged.append((load, clock))
     return merged
+
+
+def mix_clock_table(profiles: pd.DataFrame, mix: Sequence[tuple[str, float]], tp: int,
+                    slo: Mapping[str, tuple[float, float]], levels: int = 8, idle_w: float = 75.0) -> list[tuple[float, int]]:
+    """[(max_load_rps, clock_mhz), …] for a mixed instance serving ``mix`` (class, share) at TP
+    ``tp``: up to each load level, the clock whose cheapest level at or above it draws the least
+    power while every class of the mix meets its SLO (utilisation ≤ 1)."""
+    cells = mixed_cells(cell_table(profiles), slo, dict(mix), "mix", (tp,), levels, idle_w=idle_w)
+    if not cells:
+        raise PlanningError(f"no clock at TP{tp} serves the mix {dict(mix)} within its SLOs; profile that configuration")
+    bands: list[tuple[float, int]] = []
+    for x in sorted({c.load_rps for c in cells}):
+        best = min(((min((c for c in cells if c.freq_mhz == f and c.load_rps >= x - 1e-12), key=lambda c: c.load_rps), f)
+                    for f in sorted({c.freq_mhz for c in cells if c.load_rps >= x - 1e-12})),
+                   key=lambda cf: (cf[0].power_w, cf[1]))
+        if bands and bands[-1][1] == best[1]:
+            bands[-1] = (x, best[1])
+        else:
+            bands.append((x, best[1]))
+    return bands

@@ -151,11 +151,12 @@ def size_pools(profiles: pd.DataFrame, loads: Mapping[str, float], groups: Seque
 
 def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settings: Settings, max_servers: int,
                  prev: ClusterPlan | None = None, carbon_g_per_kwh: float | None = None,
-                 scale_in: bool = True) -> ClusterPlan:
+                 scale_in: bool = True, headroom: float | None = None) -> ClusterPlan:
     """Servers per pool for one cluster interval from the peak loads, then the pool-level plan
     within them. ``prev`` is the previous interval's plan (servers kept, reconfiguration terms);
     ``scale_in=False`` keeps at least ``prev``'s servers in every pool (a scale-out between two
-    cluster intervals, when the load outgrows the servers on)."""
+    cluster intervals, when the load outgrows the servers on). Pools are sized for the peak raised
+    by ``headroom`` (default ``planner.cluster_headroom``; 0 for known loads)."""
     t0 = time.perf_counter()
     pl, hw = settings.planner, settings.hardware
     classes = sorted(peak_loads)
@@ -167,7 +168,9 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
         groups = [p.classes for p in prev.pools]
     else:
         groups = merge_small_groups(peak_loads, dense, groups, hw.gpus_per_server, pl.merge_below_servers)
-    specs, sizing_flags = size_pools(profiles, peak_loads, groups, settings, interval_s, carbon_g_per_kwh)
+    h = pl.cluster_headroom if headroom is None else headroom
+    sized_for = {c: v * (1.0 + h) for c, v in peak_loads.items()}
+    specs, sizing_flags = size_pools(profiles, sized_for, groups, settings, interval_s, carbon_g_per_kwh)
     flags: list[str] = list(sizing_flags)
     prev_servers = prev.servers_by_pool if prev is not None else {}
     if prev is not None and not scale_in:   # scale-out only

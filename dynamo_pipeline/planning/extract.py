@@ -29,6 +29,16 @@ class InstanceGroup:
     load_rps: float
     count: int
     power_w: float
+    mix: tuple[tuple[str, float], ...] = ()   # mixed instance: (class, share of load_rps)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes this group's instances serve."""
+        return tuple(c for c, _sh in self.mix) if self.mix else (self.cls,)
+
+    def class_rps(self) -> dict[str, float]:
+        """rps of each class one instance serves at its planned load."""
+        return {c: self.load_rps * sh for c, sh in self.mix} if self.mix else {self.cls: self.load_rps}
 
 
 @dataclass
@@ -81,7 +91,7 @@ def make_plan(problem: PoolProblem, counts: Counts, *, solver: str, status: str,
               build_s: float, solve_s: float, flags: list[str] | None = None) -> PoolPlan:
     if status not in STATUSES:
         raise ValueError(f"unknown plan status {status!r}; one of {STATUSES}")
-    groups = [InstanceGroup(p, c, cell.tp, cell.freq_mhz, cell.load_rps, int(k), cell.power_w)
+    groups = [InstanceGroup(p, c, cell.tp, cell.freq_mhz, cell.load_rps, int(k), cell.power_w, cell.mix)
               for (p, c, cell), k in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].tp, kv[0][2].freq_mhz, kv[0][2].load_rps)) if k]
     score = score_counts(problem, counts)
     all_flags = list(problem.flags) + list(flags or [])

@@ -18,8 +18,13 @@ Parameters
     K        instances started per pool and window (staggering); the bound is added only when the plan
              without it starts more than K (see ``solve.plan_pool``)
 
+    π[p,c]   share of class c in pool p's load (mixed instances, ``planner.mixed_instances``)
+
 Variables
     n[p,c,k] ∈ ℤ≥0   instances of class c in pool p running cell k
+    n[p,m,k] ∈ ℤ≥0   mixed instances of pool p in cell k = (t, f, ℓ): each serves π[p,c]·ℓ of every
+                     class c of the pool (``problem.mixed_cells``: ℓ = u / Σ_c π[p,c]/cap[c,t,f] for
+                     utilisation levels u ≤ 1, so every class meets its SLO)
     u[p,t]   ≥ 0     instances of TP t started in pool p (new or re-sharded)
     g[p]     ≥ 0     GPUs pool p uses beyond what it used before (new instances, not re-sharding)
 
@@ -27,12 +32,13 @@ Objective
     min  Σ κ[c,k]·n[p,c,k]  +  Σ_{p,t} ρ·t·u[p,t]  +  Σ_p (σ − ρ)·g[p]
 
 Constraints
-    cover_load[c] / cover_load[c@p]:  Σ_k ℓ_k·n[p,c,k] ≥ Λ[p,c]
+    cover_load[c] / cover_load[c@p]:  Σ_k ℓ_k·n[p,c,k] + Σ_k π[p,c]·ℓ_k·n[p,m,k] ≥ Λ[p,c]
     gpu_budget[b]:                    Σ_{p∈P(b)} Σ_{c,k} t_k·n[p,c,k] ≤ G[b]
     started[p,t]:                     u[p,t] ≥ Σ_{c, k: t_k=t} n[p,c,k] − m[p,t]
     new_gpus[p]:                      g[p] ≥ Σ_{c,k} t_k·n[p,c,k] − Σ_t t·m[p,t]
     max_changes[p] (when staggering): Σ_t u[p,t] ≤ K
-    0 ≤ n[p,c,k] ≤ min(⌊G/t_k⌋, ⌈Λ[p,c]/ℓ_k⌉)   (valid: a plan with more is never cheaper)
+    0 ≤ n[p,c,k] ≤ min(⌊G/t_k⌋, ⌈Λ[p,c]/ℓ_k⌉), n[p,m,k] ≤ min(⌊G/t_k⌋, ⌈Σ_c Λ[p,c]/ℓ_k⌉)
+                                      (valid: a plan with more is never cheaper)
     (n = 0 for SLO-infeasible cells: such cells get no variable at all.)
 
 At the optimum u = max(0, N − m) and g = max(0, ΔGPUs), so a started GPU costs ρ when it was
@@ -76,22 +82,31 @@ def build_pool_model(problem: PoolProblem, max_changes: int | None = None, name:
     problem's flags say so; the extraction reports their shortfall)."""
     lp = pulp.LpProblem(name, pulp.LpMinimize)
     keys: list[tuple[str, str, Cell]] = []
+    bound: list[float] = []                    # the load one cell's instances must not exceed alone
     for (p, c), rps in problem.demand.items():
         if rps > 0:
-            keys.extend((p, c, cell) for cell in problem.cells.get(c, ()))
+            for cell in problem.cells.get(c, ()):
+                keys.append((p, c, cell))
+                bound.append(rps)
+    for p in problem.pools:
+        pool_rps = sum(v for (q, _c), v in problem.demand.items() if q == p and v > 0)
+        for cell in problem.mix_cells.get(p, ()) if pool_rps > 0 else ():
+            keys.append((p, cell.cls, cell))
+            bound.append(pool_rps)
     gpu_cap = {p: min(g for b, g in problem.budget.items() if p in problem.budget_pools(b)) for p in problem.pools}
     # n ≤ ⌈Λ/ℓ⌉: with non-negative costs, more instances of one cell than cover the load alone is
     # never better (drop one: still covered, no dearer). Tightens the relaxation at large budgets.
     n = {key: lp.add_variable(f"n_{i}", 0, min(gpu_cap[key[0]] // key[2].tp,
-                                               math.ceil(problem.demand[key[:2]] / key[2].load_rps - 1e-9)), pulp.LpInteger)
-         for i, key in enumerate(keys)}
+                                               math.ceil(rps / key[2].load_rps - 1e-9)), pulp.LpInteger)
+         for i, (key, rps) in enumerate(zip(keys, bound))}
 
     objective = [(v, problem.cell_cost(key[2])) for key, v in n.items()]
     by_demand: dict[tuple[str, str], list] = {}
     gpus_by_pool: dict[str, list] = {p: [] for p in problem.pools}
     inst_by_pool_tp: dict[tuple[str, int], list] = {}
-    for (p, c, cell), v in n.items():
-        by_demand.setdefault((p, c), []).append((v, cell.load_rps))
+    for (p, _c, cell), v in n.items():
+        for c, rps in cell.served():
+            by_demand.setdefault((p, c), []).append((v, rps))
         gpus_by_pool[p].append((v, cell.tp))
         inst_by_pool_tp.setdefault((p, cell.tp), []).append((v, 1))
 

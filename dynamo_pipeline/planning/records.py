@@ -68,7 +68,7 @@ def read_plan(store: Store, plan_id: int | None = None) -> StoredPlan:
                       window_end_s=row.window_end_s, solver=row.solver, status=row.status, gap=row.gap,
                       build_s=row.build_s, solve_s=row.solve_s, objective=row.objective, energy_j=row.energy_j,
                       load_source=row.load_source, flags=json.loads(row.flags_json),
-                      groups=[InstanceGroup(**g) for g in body["groups"]], servers_by_pool=body["servers_by_pool"])
+                      groups=[_group(g) for g in body["groups"]], servers_by_pool=body["servers_by_pool"])
 
 
 _TIME_COLS = ("hour", "timestamp", "datetime", "time")
@@ -112,3 +112,8 @@ def carbon_at(store: Store | None, t: datetime, default_g_per_kwh: float, region
         v = s.scalar(select(CarbonIntensity.g_per_kwh).where(CarbonIntensity.region == region,
                                                              CarbonIntensity.hour_start_s == hour))
     return default_g_per_kwh if v is None else float(v)
+
+
+def _group(g: dict) -> InstanceGroup:
+    """A stored instance group (JSON lists back to tuples; plans stored before mixed instances have no mix)."""
+    return InstanceGroup(**{**g, "mix": tuple((str(c), float(sh)) for c, sh in g.get("mix", ()))})

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dynamo_pipeline.planning.problem import Cell, PoolProblem, meets_slo
+from dynamo_pipeline.planning.problem import Cell, PoolProblem, meets_slo, mix_name
 
 Counts = Mapping[tuple[str, str, Cell], int]
 
@@ -62,10 +62,14 @@ def score_counts(problem: PoolProblem, counts: Counts, tol_rps: float = 1e-6) ->
         operating += k * problem.cell_cost(cell)
         energy_j += k * cell.power_w * c.window_s
         gpu_s += k * cell.tp * c.window_s
-        served[(p, cls)] = served.get((p, cls), 0.0) + k * cell.load_rps
+        for c_served, rps in cell.served():
+            served[(p, c_served)] = served.get((p, c_served), 0.0) + k * rps
         gpus_pool[p] = gpus_pool.get(p, 0) + k * cell.tp
         total += k
-        if cell.cls != cls or not meets_slo(cell, problem.slo.get(cls, (0.0, 0.0))):
+        if cell.mix:      # a mixed cell meets its classes' SLOs by construction (problem.mixed_cells)
+            if cls != mix_name(p) or any(c_m not in problem.slo for c_m, _sh in cell.mix):
+                violations.append((p, cls, cell))
+        elif cell.cls != cls or not meets_slo(cell, problem.slo.get(cls, (0.0, 0.0))):
             violations.append((p, cls, cell))
     shortfall = {d: rps - served.get(d, 0.0) for d, rps in problem.demand.items() if rps - served.get(d, 0.0) > tol_rps}
     gpus_used = {b: sum(gpus_pool.get(p, 0) for p in problem.budget_pools(b)) for b in problem.budget}

@@ -2,8 +2,8 @@
 
 Instances of each pool are packed onto its servers (largest TP first, first fit; TP 2/4/8 divide
 8 GPUs, so a pool's instances fill ⌈GPUs/8⌉ servers), each with contiguous GPU ids, its planned
-clock, its clock table from the profile (``planning.clocks``) capped at its planned load, the top
-clock as fallback, and its share of its class's load in the routing table.
+clock, its clock table from the profile (``planning.clocks``; a mixed instance's from its mix), the
+top clock as fallback, and its share of each of its classes' load in the routing table.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from dynamo_pipeline.config import Settings
-from dynamo_pipeline.planning.clocks import clock_table
+from dynamo_pipeline.planning.clocks import clock_table, mix_clock_table
 from dynamo_pipeline.planning.extract import InstanceGroup, PoolPlan
 from dynamo_pipeline.schedules.schema import ClockBand, Instance, Pool, Schedule, ScheduleError, Window
 
@@ -60,19 +60,24 @@ def build_schedule_from_groups(groups: Sequence[InstanceGroup], flags: Sequence[
                 raise ScheduleError(f"pool {p}: instances do not fit on {n_servers} servers of {gps} GPUs")
             gpu_ids = tuple(range(free[node], free[node] + g.tp))
             free[node] += g.tp
-            key = (g.cls, g.tp, g.load_rps)
+            key = (g.cls, g.tp, g.mix)
             if key not in table_cache:
                 # the whole table: above the planned load the agent steps to the next clock that meets the
                 # SLO there before the fallback (top) clock
-                bands = clock_table(profiles, g.cls, g.tp, settings.slo.for_class(g.cls))
+                if g.mix:
+                    bands = mix_clock_table(profiles, g.mix, g.tp, {c: settings.slo.for_class(c) for c in g.classes},
+                                            settings.planner.mix_levels, settings.planner.gpu_idle_w)
+                else:
+                    bands = clock_table(profiles, g.cls, g.tp, settings.slo.for_class(g.cls))
                 table_cache[key] = tuple(ClockBand(max_load_rps=ld, clock_mhz=f) for ld, f in bands) or (
                     ClockBand(max_load_rps=g.load_rps, clock_mhz=top),)
             iid = f"{p}/{node}/gpu{gpu_ids[0]}"
             out.append(Instance(instance_id=iid, node=node, gpu_ids=gpu_ids, tp=g.tp, clock_mhz=g.freq_mhz,
                                 clock_table=table_cache[key], max_load_rps=g.load_rps, fallback_clock_mhz=top))
-            class_load[g.cls] = class_load.get(g.cls, 0.0) + g.load_rps
-            shares.setdefault(g.cls, {}).setdefault(p, {})[iid] = g.load_rps
-        classes = tuple(dict.fromkeys(g.cls for g in insts)) or ("-",)
+            for c, rps in g.class_rps().items():
+                class_load[c] = class_load.get(c, 0.0) + rps
+                shares.setdefault(c, {}).setdefault(p, {})[iid] = rps
+        classes = tuple(dict.fromkeys(c for g in insts for c in g.classes)) or ("-",)
         pools.append(Pool(pool_id=p, classes=classes, servers=tuple(servers), instances=tuple(out)))
     routing = {c: {p: {i: ld / class_load[c] for i, ld in insts.items()} for p, insts in by_p.items()}
                for c, by_p in shares.items() if class_load[c] > 0}

@@ -14,7 +14,7 @@ window the policy's :class:`~dynamo_pipeline.sim.plan.WindowPlan` is applied:
   the instance runs at its old clock.
 
 Requests are routed by their *predicted* class to the instances that serve it, in proportion to the
-instances' planned load (``max_load_rps``). Per tick and instance, the model then applies the fast
+instances' planned load of that class (:meth:`~.plan.InstancePlan.weight`). Per tick and instance, the model then applies the fast
 path of the paper when an instance is overloaded (utilisation u = Σ_c λ_c / capacity_c > 1 —
 typically because requests were predicted shorter than they are, or the forecast was low), in this
 order, each step counted:
@@ -23,8 +23,8 @@ order, each step counted:
    counted as re-ordered (its deadline, not its arrival, sets its place);
 2. **raise the clock** to the fallback (top) clock;
 3. **move** not-yet-started requests — mispredicted ones first, then the latest arrivals — to an
-   instance with headroom: the pool of their true class, another instance of the same pool, or the
-   pool of the largest requests;
+   instance with headroom: the pool of their true class, another instance of the same pool, the
+   pool of the largest requests, or any instance that can serve their class within its SLO;
 4. as the last resort, **drop** the requests that still do not fit: they would miss their deadline.
 
 The result (:class:`Assignment`) says, per request, where it ran and whether it was moved or dropped,
@@ -161,7 +161,7 @@ def _route(pred: np.ndarray, iset: _InstanceSet, classes: list[str], rng: np.ran
             cand = np.flatnonzero(iset.cap_top[:, c] > 0)
         if cand.size == 0:
             cand = np.arange(len(iset.inst))
-        w = np.array([max(iset.inst[a].max_load_rps, 1e-9) for a in cand])
+        w = np.array([max(iset.inst[a].weight(classes[c]), 1e-9) for a in cand])
         cum = np.cumsum(w) / w.sum()
         out[sel] = cand[np.minimum(np.searchsorted(cum, rng.random(sel.size), side="right"), cand.size - 1)]
     return out
@@ -282,7 +282,8 @@ def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_
         for c in np.unique(tcs):
             left = take[tcs == c]
             loads[a, c] -= left.size / tick_s
-            prefs = (iset.serves[:, c], iset.pool_idx == iset.pool_idx[a], iset.pool_idx == largest)
+            prefs = (iset.serves[:, c], iset.pool_idx == iset.pool_idx[a], iset.pool_idx == largest,
+                     np.ones(len(iset.inst), dtype=bool))
             for mask in prefs:
                 cand = np.flatnonzero(mask)
                 cand = cand[(cand != a) & (iset.cap_top[cand, c] > 0)]

@@ -1,9 +1,10 @@
 """Fast mode: every instance-tick of the cluster model looked up in the profile.
 
 For an instance-tick with utilisation u at clock f on TP t, each true class c on it is looked up at
-the load u · capacity_c(t, f) (see :mod:`.profile_view`); the instance's power is the mean of the
-classes' powers weighted by their share of u (idle power when it got nothing). Lookups are grouped
-by (class, TP, clock), so a week of ticks costs a few hundred vectorised interpolations.
+the load u · capacity_c(t, f) for its latencies (see :mod:`.profile_view`), and at its own load
+for the instance's power, which combines the classes by how busy each keeps the GPUs
+(:func:`~dynamo_pipeline.planning.problem.mixed_power_w`; idle power when it got nothing). Lookups
+are grouped by (class, TP, clock), so a week of ticks costs a few hundred vectorised interpolations.
 
 Per-request latencies: a request gets a TTFT and a TBT drawn from a log-normal whose median and 99th
 percentile are the profile's P50 and P99 for its class at that instance-tick (seeded), so P50/P99 and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dynamo_pipeline.planning.problem import mixed_power_w
 from dynamo_pipeline.sim.cluster import Assignment, ClusterParams
 from dynamo_pipeline.sim.profile_view import ProfileTable
 
@@ -30,8 +32,10 @@ def _lookup_rows(table: ProfileTable, classes: list[str], tp: np.ndarray, clock:
     """Per (row, class): metrics (rows × classes × 5) at the equivalent load, and instance power."""
     n, k = loads.shape
     metrics = np.full((n, k, 5), np.nan)
-    power = np.zeros(n)
-    weight_sum = np.zeros(n)
+    idle_w = tp * table.gpu_idle_w
+    own = np.repeat(idle_w[:, None].astype(float), k, axis=1)   # each class's power at its own load
+    sat = own + 1.0                                              # … and at the top of its grid
+    weights = np.zeros((n, k))
     cap = np.zeros((n, k))
     keys = pd.DataFrame({"tp": tp, "clock": clock}).drop_duplicates().to_numpy()
     for t, f in keys:
@@ -49,16 +53,16 @@ def _lookup_rows(table: ProfileTable, classes: list[str], tp: np.ndarray, clock:
             if rows.size == 0:
                 continue
             x = np.where(cap[rows, j] > 0, util[rows] * cap[rows, j], loads[rows].sum(axis=1))
-            m = table.lookup(c, int(t), int(f), x)
-            metrics[rows, j] = m
-            wgt = np.where(util[rows] > 0, share[rows, j] / np.maximum(util[rows], 1e-12), 0.0)
-            power[rows] += wgt * m[:, 4]
-            weight_sum[rows] += wgt
-    idle = weight_sum < 1e-9
-    power[idle] = tp[idle] * table.gpu_idle_w
-    part = (~idle) & (weight_sum < 1 - 1e-9)
-    power[part] /= weight_sum[part]
-    return metrics, power
+            metrics[rows, j] = table.lookup(c, int(t), int(f), x)
+            own[rows, j] = table.lookup(c, int(t), int(f), loads[rows, j])[:, 4]
+            sat[rows, j] = table.curve(c, int(t), int(f)).values[:, 4].max()
+            weights[rows, j] = np.where(util[rows] > 0, share[rows, j] / np.maximum(util[rows], 1e-12), 0.0)
+    total = weights.sum(axis=1)
+    # classes with no SLO capacity on this setting share the utilisation equally (their share is undefined)
+    none = (total < 1e-9) & (loads.sum(axis=1) > 0)
+    weights[none] = (loads[none] > 0) / np.maximum((loads[none] > 0).sum(axis=1, keepdims=True), 1)
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    return metrics, mixed_power_w(idle_w, own, sat, weights)
 
 
 def evaluate_fast(trace: pd.DataFrame, asg: Assignment, table: ProfileTable, params: ClusterParams) -> tuple[pd.DataFrame, np.ndarray]:

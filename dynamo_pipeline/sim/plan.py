@@ -3,7 +3,8 @@
 A :class:`WindowPlan` is plain data: for every pool, the classes it serves, and its instances, each
 with a TP degree, the classes it serves, its planned clock and a clock table by observed load (as
 the node agent would apply it, DESIGN §5), and the most load it may be given. Routing splits each
-class's arrivals over the instances that serve it in proportion to their ``max_load_rps``.
+class's arrivals over the instances that serve it in proportion to their planned load of that class
+(``class_rps``; ``max_load_rps`` for single-class instances).
 
 Policies build plans directly (baselines) or from the planner's output (:func:`from_schedule` reads
 a published :class:`~dynamo_pipeline.schedules.schema.Schedule`, so the simulator replays exactly
@@ -28,6 +29,11 @@ class InstancePlan:
     max_load_rps: float
     fallback_clock_mhz: int
     clock_table: tuple[tuple[float, int], ...] = ()  # (max observed rps, clock); empty: fixed clock
+    class_rps: tuple[tuple[str, float], ...] = ()    # routing weight per class; empty: max_load_rps for each
+
+    def weight(self, cls: str) -> float:
+        """This instance's routing weight for ``cls`` (its planned rps of that class)."""
+        return dict(self.class_rps).get(cls, self.max_load_rps) if self.class_rps else self.max_load_rps
 
     def clock_for_load(self, load_rps: float) -> int:
         """The clock the agent picks for an observed load: the table's first band that covers it, the
@@ -81,7 +87,8 @@ def from_schedule(schedule: Schedule, gpus_per_server: int = 8) -> WindowPlan:
             instances.append(InstancePlan(
                 instance_id=i.instance_id, pool=p.pool_id, tp=i.tp, classes=classes or tuple(p.classes),
                 clock_mhz=i.clock_mhz, max_load_rps=i.max_load_rps, fallback_clock_mhz=i.fallback_clock_mhz,
-                clock_table=tuple((b.max_load_rps, b.clock_mhz) for b in i.clock_table)))
+                clock_table=tuple((b.max_load_rps, b.clock_mhz) for b in i.clock_table),
+                class_rps=tuple((c, share_by_inst[i.instance_id][c]) for c in classes)))
     servers = {p.pool_id: len(p.servers) for p in schedule.pools}
     return WindowPlan(pools=pools, instances=instances, gpus_per_server=gpus_per_server, servers_by_pool=servers,
                       flags=list(schedule.flags))

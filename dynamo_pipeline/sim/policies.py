@@ -28,7 +28,9 @@ oracle         dynamollm with the true future load and true lengths (the caller 
 Loads given to policies are per-window planning rates (:func:`~.replay.peak_tick_loads`: each
 class's mean rate scaled by the window's burst at the tick scale): an instance sized for a window's
 mean overflows at its busiest minute.
-Forecasting policies see the loads of the predicted classes up to the previous window only.
+Forecasting policies see the loads of the predicted classes up to the previous window only at the
+pool level, and only up to the window that ends before the servers must start at the cluster level
+(2 windows earlier for a 420 s start-up).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import pandas as pd
 
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.planning.cluster import ClusterPlan, cluster_plan, peak_with_startup
-from dynamo_pipeline.planning.clocks import clock_table
+from dynamo_pipeline.planning.clocks import clock_table, mix_clock_table
 from dynamo_pipeline.planning.problem import pool_problem
 from dynamo_pipeline.planning.solve import plan_pool
 from dynamo_pipeline.sim.plan import InstancePlan, WindowPlan
@@ -74,25 +76,29 @@ class PolicyContext:
     notes: list[str] = field(default_factory=list)
     _clock_tables: dict = field(default_factory=dict, repr=False)
 
-    def clock_table(self, cls: str, tp: int, max_load_rps: float | None) -> tuple[tuple[float, int], ...]:
-        """The planner's clock table for (class, TP) cut at ``max_load_rps`` (memoised)."""
-        key = (cls, tp, max_load_rps)
+    def clock_table(self, cls: str, tp: int, mix: tuple[tuple[str, float], ...] = ()) -> tuple[tuple[float, int], ...]:
+        """The planner's clock table for (class, TP), or for a mixed instance's ``mix`` (memoised)."""
+        key = (cls, tp, mix)
         if key not in self._clock_tables:
-            self._clock_tables[key] = tuple(clock_table(self.profile, cls, tp, self.table.slo[cls], max_load_rps))
+            if mix:
+                slo = {c: self.table.slo[c] for c, _sh in mix}
+                bands = mix_clock_table(self.profile, mix, tp, slo, self.settings.planner.mix_levels,
+                                        self.settings.planner.gpu_idle_w)
+            else:
+                bands = clock_table(self.profile, cls, tp, self.table.slo[cls])
+            self._clock_tables[key] = tuple(bands)
         return self._clock_tables[key]
 
     @property
     def n_windows(self) -> int:
         return len(self.true_loads)
 
-    def forecast(self, w: int) -> dict[str, float]:
-        """Forecast for window w from observed windows < w (the first window: its own observation,
-        as a fleet that starts the replay already configured for its current load)."""
-        hist = self.observed_loads.iloc[:w]
-        if hist.empty:
-            row = self.observed_loads.iloc[0]
-        else:
-            row = self.forecaster(hist)
+    def forecast(self, w: int, lag: int = 0) -> dict[str, float]:
+        """Forecast for window w from observed windows < w − ``lag`` (a decision taken ``lag``
+        windows early, as servers must be started before they serve; the first windows: the forecast
+        from window 0's observation, as a fleet that starts the replay already configured for it)."""
+        hist = self.observed_loads.iloc[:max(1, w - lag)]
+        row = self.forecaster(hist)
         return {c: max(0.0, float(row.get(c, 0.0))) for c in self.classes}
 
 
@@ -136,12 +142,13 @@ def _instances_from_pool_plan(plan, ctx: PolicyContext, w: int, clock_tables: bo
         top = ctx.table.top_clock(g.tp)
         # the whole table, not cut at the planned load: a tick above it moves to the next cheapest
         # clock that meets the SLO there, not straight to the top clock
-        table = ctx.clock_table(g.cls, g.tp, None) if clock_tables else ()
+        table = ctx.clock_table(g.cls, g.tp, g.mix) if clock_tables else ()
         prefix = f"{g.pool}/{g.cls}/tp{g.tp}"
+        class_rps = tuple(g.class_rps().items()) if g.mix else ()
         for _ in range(g.count):
             k = seen[prefix] = seen.get(prefix, -1) + 1   # numbered across groups of one (pool, class, TP)
-            out.append(InstancePlan(f"{prefix}/{k}", g.pool, g.tp, (g.cls,),
-                                    g.freq_mhz if clock_tables else top, g.load_rps, top, table))
+            out.append(InstancePlan(f"{prefix}/{k}", g.pool, g.tp, g.classes,
+                                    g.freq_mhz if clock_tables else top, g.load_rps, top, table, class_rps))
     return out
 
 
@@ -212,7 +219,7 @@ def multipool(ctx: PolicyContext) -> list[WindowPlan]:
 def scalefreq(ctx: PolicyContext) -> list[WindowPlan]:
     pools, insts, servers = _multipool_base(ctx)
     tuned = [InstancePlan(i.instance_id, i.pool, i.tp, i.classes, i.clock_mhz, i.max_load_rps, i.fallback_clock_mhz,
-                          ctx.clock_table(i.classes[0], i.tp, i.max_load_rps))
+                          ctx.clock_table(i.classes[0], i.tp))
              for i in insts]
     return [_window_plan(pools, tuned, ctx, servers)] * ctx.n_windows
 
@@ -238,14 +245,19 @@ def scaleshard(ctx: PolicyContext) -> list[WindowPlan]:
 
 def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool, oracle: bool) -> list[WindowPlan]:
     """Cluster level every ``cluster_interval_s`` (scale-out in any window), pool level every
-    window, clock tables (optional). A started server serves ``lead`` windows later, so the peak a
-    forecasting policy sizes for is the largest of its last ``lead`` forecasts: it stops a server
-    only when no forecast over the start-up time needed it."""
+    window, clock tables (optional). Servers for window w start ``server_start_s`` before it, so a
+    forecasting policy decides them from the windows observed by then (``lag`` windows fewer than
+    the pool level, which re-plans just before the window); it sizes for the largest of its last
+    ``lead`` such forecasts, so it stops a server only when none over the start-up time needed it."""
     s = ctx.settings
     per_cluster = max(1, int(round(s.planner.cluster_interval_s / ctx.window_s)))
     lead = 1 + math.ceil(s.hardware.server_start_s / ctx.window_s)   # a started server serves after this
     loads = [(ctx.true_loads.iloc[w].to_dict() if oracle else ctx.forecast(w)) for w in range(ctx.n_windows)]
     loads = [{c: float(d.get(c, 0.0)) for c in ctx.classes} for d in loads]
+    # servers for window w are started at w·Δ − start-up: the cluster level sees windows < w − lag
+    lag = 0 if oracle else math.ceil(s.hardware.server_start_s / ctx.window_s)
+    early = loads if oracle else [ctx.forecast(w, lag) for w in range(ctx.n_windows)]
+    headroom = 0.0 if oracle else None       # the oracle knows its loads; others keep planner.cluster_headroom
     out: list[WindowPlan] = []
     cplan: ClusterPlan | None = None
     prev_inst = None
@@ -254,10 +266,10 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
         if oracle:   # the true peak over the coming interval (or the start-up time, if longer)
             span = loads[w: w + (max(per_cluster, lead) if boundary else lead)]
         else:        # forecasts made over the start-up time: a server stops only when none needed it
-            span = loads[max(0, w - lead + 1): w + 1]
+            span = early[max(0, w - lead + 1): w + 1]
         peak = {c: max(p[c] for p in span) for c in ctx.classes}
         # at a cluster boundary servers follow the peak both ways; between boundaries only scale-out
-        cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary)
+        cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary, headroom=headroom)
         if cplan is None or boundary or cand.servers > cplan.servers:
             cplan = cand
         pools = {p.pool_id: p.classes for p in cplan.pools}
