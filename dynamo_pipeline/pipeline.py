@@ -140,7 +140,8 @@ def refresh_windows(settings: Settings, first_us: int | None = None, last_us: in
                 rows = conn.execute(text("SELECT class_name, SUM(arrivals) FROM window_loads "
                                          "WHERE window_s = :w AND window_start_s = :t GROUP BY class_name"),
                                     dict(w=w, t=latest)).all()
-                per_class = {c: int(n) for c, n in rows}
+                # every configured class: one with no arrivals in the newest window was observed at 0
+                per_class = {c: 0 for c in settings.classes.names()} | {c: int(n) for c, n in rows}
     finally:
         store.dispose()
     out = {

@@ -122,6 +122,10 @@ def test_refresh_windows_summarises_the_newest_window(loaded):
     newest = wl[wl.window_start_s == wl.window_start_s.max()]
     assert res["latest_window_start_s"] == newest.window_start_s.iloc[0]
     assert res["latest_arrivals"] == newest.arrivals.sum()
+    # every configured class is reported, those without arrivals at 0 (the planner's observed load)
+    per_class = res["latest_arrivals_per_class"]
+    assert set(per_class) == set(settings.classes.names())
+    assert per_class == {c: int(newest[newest.class_name == c].arrivals.sum()) for c in per_class}
     assert res["windows_stored"] == wl.window_start_s.nunique() and res["rows_written"] == len(wl)
 
 

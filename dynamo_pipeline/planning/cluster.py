@@ -129,13 +129,13 @@ UNBOUNDED_GPUS = 10**7
 
 def size_pools(profiles: pd.DataFrame, loads: Mapping[str, float], groups: Sequence[tuple[str, ...]],
                settings: Settings, interval_s: float,
-               carbon_g_per_kwh: float | None = None) -> tuple[list[PoolSpec], list[str]]:
+               carbon_g_per_kwh: float | None = None) -> tuple[list[PoolSpec], list[str], PoolPlan]:
     """Servers per pool for the peak ``loads``: the pool-level MILP over all pools with one shared,
     unbounded budget, on :func:`sizing_profile` cells (an instance's GPUs and its
     share of the server), so each pool's instances are the cheapest that carry its peak within the
     SLOs; a pool then gets the servers its instances fill, ⌈GPUs / gpus_per_server⌉. The GPUs a
     pool's last server has left over carry its classes at lower clocks off-peak. Returns the pools
-    (smallest requests first) and the sizing solve's flags."""
+    (smallest requests first), the sizing solve's flags and its plan."""
     pl, gps = settings.planner, settings.hardware.gpus_per_server
     pools = {"pool-" + "-".join(g): {c: float(loads.get(c, 0.0)) for c in g} for g in groups}
     problem = pool_problem(sizing_profile(profiles, settings), loads, settings, UNBOUNDED_GPUS, pools=pools,
@@ -146,17 +146,20 @@ def size_pools(profiles: pd.DataFrame, loads: Mapping[str, float], groups: Seque
         gpus[g.pool] = gpus.get(g.pool, 0) + g.count * g.tp
     specs = [PoolSpec(pid, tuple(dem), math.ceil(gpus.get(pid, 0) / gps - 1e-9), dict(dem), gpus.get(pid, 0) / gps)
              for pid, dem in pools.items()]
-    return specs, [f"sizing: {f}" for f in plan.flags]
+    return specs, [f"sizing: {f}" for f in plan.flags], plan
 
 
 def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settings: Settings, max_servers: int,
                  prev: ClusterPlan | None = None, carbon_g_per_kwh: float | None = None,
-                 scale_in: bool = True, headroom: float | None = None) -> ClusterPlan:
+                 scale_in: bool = True, headroom: float | None = None, pool_level: bool = True) -> ClusterPlan:
     """Servers per pool for one cluster interval from the peak loads, then the pool-level plan
     within them. ``prev`` is the previous interval's plan (servers kept, reconfiguration terms);
     ``scale_in=False`` keeps at least ``prev``'s servers in every pool (a scale-out between two
     cluster intervals, when the load outgrows the servers on). Pools are sized for the peak raised
-    by ``headroom`` (default ``planner.cluster_headroom``; 0 for known loads)."""
+    by ``headroom`` (default ``planner.cluster_headroom``; 0 for known loads). With
+    ``pool_level=False`` only the servers are planned: the sizing solve's plan stands in for the
+    pool plan (its energy counts the servers' non-GPU share), for callers that plan the pool level
+    themselves every window (the simulator)."""
     t0 = time.perf_counter()
     pl, hw = settings.planner, settings.hardware
     classes = sorted(peak_loads)
@@ -170,7 +173,7 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
         groups = merge_small_groups(peak_loads, dense, groups, hw.gpus_per_server, pl.merge_below_servers)
     h = pl.cluster_headroom if headroom is None else headroom
     sized_for = {c: v * (1.0 + h) for c, v in peak_loads.items()}
-    specs, sizing_flags = size_pools(profiles, sized_for, groups, settings, interval_s, carbon_g_per_kwh)
+    specs, sizing_flags, sizing = size_pools(profiles, sized_for, groups, settings, interval_s, carbon_g_per_kwh)
     flags: list[str] = list(sizing_flags)
     prev_servers = prev.servers_by_pool if prev is not None else {}
     if prev is not None and not scale_in:   # scale-out only
@@ -189,10 +192,13 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
     specs = [s for s in specs if s.servers > 0 or any(v > 0 for v in s.demand_rps.values())]
     pools = {s.pool_id: s.demand_rps for s in specs}
     budget = {s.pool_id: s.servers * hw.gpus_per_server for s in specs}
-    prev_inst = prev.pool_plan.instances_by_pool_tp() if prev is not None else None
-    problem = pool_problem(profiles, peak_loads, settings, budget, pools=pools, prev=prev_inst,
-                           window_s=interval_s, carbon_g_per_kwh=carbon_g_per_kwh, gpus_on=True)
-    plan = plan_pool(problem, pl.solver, pl.time_limit_s, pl.mip_rel_gap)
+    if pool_level:
+        prev_inst = prev.pool_plan.instances_by_pool_tp() if prev is not None else None
+        problem = pool_problem(profiles, peak_loads, settings, budget, pools=pools, prev=prev_inst,
+                               window_s=interval_s, carbon_g_per_kwh=carbon_g_per_kwh, gpus_on=True)
+        plan = plan_pool(problem, pl.solver, pl.time_limit_s, pl.mip_rel_gap)
+    else:
+        plan = sizing
     servers = sum(s.servers for s in specs)
     now = {s.pool_id: s.servers for s in specs}
     started = sum(max(0, n - prev_servers.get(p, 0)) for p, n in now.items()) if prev else servers

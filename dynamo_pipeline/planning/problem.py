@@ -103,6 +103,16 @@ class Costs:
         return self.amortise * (self.energy(self.reshard_j_per_gpu) + self.gpu_time(self.reshard_s))
 
 
+@dataclass(frozen=True)
+class MixSpec:
+    """How mixed cells are built for a problem (:func:`mixed_cells`): TP degrees, utilisation
+    levels, idle draw per GPU."""
+
+    tps: tuple[int, ...]
+    levels: int
+    idle_w: float
+
+
 @dataclass
 class PoolProblem:
     """One pool-level window. ``demand[(p, c)]`` rps of class c served by pool p; ``budget[p]``
@@ -120,6 +130,7 @@ class PoolProblem:
     top_mhz: int = 0
     flags: list[str] = field(default_factory=list)
     mix_cells: dict[str, list[Cell]] = field(default_factory=dict)   # pool → mixed cells (may be empty)
+    mix_spec: MixSpec | None = None        # mixed instances carry the remainders (``solve.plan_pool``)
 
     @property
     def pools(self) -> list[str]:
@@ -351,13 +362,8 @@ def pool_problem(profiles: pd.DataFrame, loads: Mapping[str, float] | pd.Series,
     cells = useful_cells(table, slo, costs, settings.hardware.tp_degrees)
     flags = [f"no SLO-feasible cell for class {c}" for c in classes if not cells.get(c)]
     top = int(max((k[2] for k in table), default=0))
-    mix: dict[str, list[Cell]] = {}
-    if settings.planner.mixed_instances:
-        for p in pools:
-            served = {c: v for (q, c), v in demand.items() if q == p and v > 0 and cells.get(c)}
-            if len(served) > 1:
-                mix[p] = mixed_cells(table, slo, served, mix_name(p), settings.hardware.tp_degrees,
-                                     settings.planner.mix_levels, costs, settings.planner.gpu_idle_w)
+    spec = (MixSpec(tuple(settings.hardware.tp_degrees), settings.planner.mix_levels, settings.planner.gpu_idle_w)
+            if settings.planner.mixed_instances else None)
     return PoolProblem(demand=demand, budget=budget, cells=cells, costs=costs,
                        prev=dict(prev) if prev is not None else None, table=table, slo=slo, top_mhz=top, flags=flags,
-                       mix_cells=mix)
+                       mix_spec=spec)

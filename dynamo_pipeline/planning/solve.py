@@ -11,6 +11,12 @@ a primal solution, what is the MIP gap).
 model is infeasible (load above capacity) the all-capacity plan at top clocks, flagged with the
 shortfall; if the solver stops without a solution or fails, the other solver, then the greedy
 plan, flagged. Every plan records solver, status, gap, build and solve time.
+
+Mixed instances (``planner.mixed_instances``) are planned in a second stage, because cells that
+cover several classes at once make the MILP of a large fleet too hard to solve in a window: the
+single-class MILP first; then each class's least-loaded instance is released and what it carried
+(the class's *remainder*) is re-planned by a small MILP whose cells are the classes' own and mixed
+cells in the remainders' proportions; the result is kept when it costs less.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from pulp.apis.coin_api import PULP_CBC_CMD
 from dynamo_pipeline.planning.extract import PoolPlan, counts_from_model, make_plan
 from dynamo_pipeline.planning.greedy import all_capacity_counts, greedy_counts
 from dynamo_pipeline.planning.model import PoolModel, build_pool_model
-from dynamo_pipeline.planning.problem import ALL_POOLS, PoolProblem
+from dynamo_pipeline.planning.problem import ALL_POOLS, PoolProblem, mix_name, mixed_cells
 from dynamo_pipeline.planning.score import score_counts
 
 log = logging.getLogger(__name__)
+
+#: Extra charge per GPU (W) for the dense single-class stage when only mixed instances fit the budget.
+DENSE_W = 1000.0
 
 
 @dataclass
@@ -110,6 +119,20 @@ def plan_pool(problem: PoolProblem, solver: str = "highs", time_limit_s: float =
     parts = split_by_pool(problem)
     if len(parts) > 1:
         return _merge([plan_pool(part, solver, time_limit_s, mip_rel_gap, fallback) for part in parts], problem)
+    if problem.mix_spec is not None:
+        base = replace(problem, mix_spec=None)
+        single = plan_pool(base, solver, time_limit_s, mip_rel_gap, fallback)
+        if single.status == "infeasible":
+            # the budget may fit the load only with mixed instances: plan single-class instances as
+            # densely as they go (every GPU charged a further DENSE_W), with room for one part-used
+            # instance per class more, then mix the remainders within the budget
+            slack = max((c.tp for cells in problem.cells.values() for c in cells), default=0) * len(problem.cells)
+            dense = replace(base, budget={b: g + slack for b, g in problem.budget.items()},
+                            costs=replace(problem.costs, idle_credit_w=problem.costs.idle_credit_w - DENSE_W))
+            single = plan_pool(dense, solver, time_limit_s, mip_rel_gap, fallback)
+            mixed = _mix_remainders(problem, single, solver, time_limit_s, mip_rel_gap)
+            return mixed or plan_pool(base, solver, time_limit_s, mip_rel_gap, fallback)
+        return _mix_remainders(problem, single, solver, time_limit_s, mip_rel_gap) or single
     model = build_pool_model(problem)
     build_s = time.perf_counter() - t0
     plan = _plan_from_model(problem, model, build_s, solver, time_limit_s, mip_rel_gap, fallback)
@@ -209,3 +232,54 @@ def _plan_from_model(problem: PoolProblem, model: PoolModel, build_s: float, sol
     return make_plan(problem, counts, solver="greedy", status="infeasible", gap=None, build_s=build_s,
                      solve_s=spent + time.perf_counter() - t1,
                      flags=flags + ["no solver solution and the greedy plan does not fit: all GPUs at the top clock"] + more)
+
+
+def _mix_remainders(problem: PoolProblem, single: PoolPlan, solver: str, time_limit_s: float,
+                    mip_rel_gap: float) -> PoolPlan | None:
+    """Second stage (module docstring): release each class's least-loaded instance from the
+    single-class plan and re-plan the remainders with mixed cells within ``problem``'s budget. The
+    mixed plan when it is feasible and cheaper than ``single``, else None."""
+    if single.status not in ("optimal", "feasible") or problem.mix_spec is None:
+        return None
+    t0 = time.perf_counter()
+    kept = dict(single.counts)
+    remainder: dict[tuple[str, str], float] = {}
+    for (p, c), rps in problem.demand.items():
+        mine = [key for key in kept if key[0] == p and key[1] == c and kept[key] > 0]
+        if rps <= 0 or not mine:
+            continue
+        least = min(mine, key=lambda key: (key[2].load_rps, key[2].tp))
+        kept[least] -= 1
+        covered = sum(k * key[2].load_rps for key, k in kept.items() if key[0] == p and key[1] == c)
+        remainder[(p, c)] = max(0.0, rps - covered)
+    kept = {key: k for key, k in kept.items() if k > 0}
+    spec = problem.mix_spec
+    mix = {}
+    for p in dict.fromkeys(p for (p, _c) in remainder):
+        share = {c: v for (q, c), v in remainder.items() if q == p and v > 0}
+        if len(share) > 1:
+            mix[p] = mixed_cells(problem.table, problem.slo, share, mix_name(p), spec.tps, spec.levels,
+                                 problem.costs, spec.idle_w)
+    if not mix:
+        return None
+    used = score_counts(problem, kept).gpus_used
+    if any(used.get(b, 0) > g for b, g in problem.budget.items()):
+        return None
+    sub = replace(problem, demand=remainder, budget={b: g - used.get(b, 0) for b, g in problem.budget.items()},
+                  prev=None, flags=[], mix_cells=mix, mix_spec=None)
+    # the solver that planned the first stage (the configured one may have failed over to the other)
+    part = plan_pool(sub, single.solver if single.solver in SOLVERS else solver, time_limit_s, mip_rel_gap,
+                     fallback=False)
+    if part.status not in ("optimal", "feasible"):
+        return None
+    counts = dict(kept)
+    for key, k in part.counts.items():
+        counts[key] = counts.get(key, 0) + k
+    mixed = make_plan(problem, counts, solver=single.solver, status=single.status, gap=single.gap,
+                      build_s=single.build_s + part.build_s, solve_s=single.solve_s + part.solve_s + 0.0,
+                      flags=[f for f in single.flags if not f.startswith("shortfall")])
+    if not mixed.score.feasible or (score_counts(problem, single.counts).feasible
+                                    and mixed.objective >= single.objective - 1e-12):
+        return None
+    mixed.solve_s += time.perf_counter() - t0 - part.solve_s - part.build_s
+    return mixed

@@ -260,6 +260,7 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
     headroom = 0.0 if oracle else None       # the oracle knows its loads; others keep planner.cluster_headroom
     out: list[WindowPlan] = []
     cplan: ClusterPlan | None = None
+    sized_for: dict[str, float] = {}
     prev_inst = None
     for w in range(ctx.n_windows):
         boundary = w % per_cluster == 0
@@ -268,10 +269,13 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
         else:        # forecasts made over the start-up time: a server stops only when none needed it
             span = early[max(0, w - lead + 1): w + 1]
         peak = {c: max(p[c] for p in span) for c in ctx.classes}
-        # at a cluster boundary servers follow the peak both ways; between boundaries only scale-out
-        cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary, headroom=headroom)
-        if cplan is None or boundary or cand.servers > cplan.servers:
-            cplan = cand
+        # at a cluster boundary servers follow the peak both ways; between boundaries only scale-out,
+        # which a peak no class of which exceeds what the servers were sized for cannot need
+        if cplan is None or boundary or any(peak[c] > sized_for[c] + 1e-9 for c in ctx.classes):
+            cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary, headroom=headroom,
+                                pool_level=False)
+            if cplan is None or boundary or cand.servers > cplan.servers:
+                cplan, sized_for = cand, peak
         pools = {p.pool_id: p.classes for p in cplan.pools}
         peak_dem: dict[str, float] = {}
         for p in cplan.pools:
