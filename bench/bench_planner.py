@@ -106,7 +106,7 @@ def main() -> None:
     holder = {}
     med, all_t = timed(lambda: holder.update(plans=nightly_plan(profile, day, settings, 40)), repeat=3)
     plans = holder["plans"]
-    print(f"nightly plan, 48 half-hour windows, 40 servers, 9 pools: median {med:.2f} s "
+    print(f"nightly plan, 48 half-hour windows, 40 servers, planner.pools={SETTINGS.planner.pools}: median {med:.2f} s "
           f"(runs {', '.join(f'{t:.2f}' for t in all_t)} s); servers per window {min(p.servers for p in plans)}–"
           f"{max(p.servers for p in plans)}; statuses {sorted({p.pool_plan.status for p in plans})}; "
           f"max gap {max((p.pool_plan.gap or 0.0) for p in plans):.2g}")
