@@ -252,14 +252,6 @@ def _profile(settings: Settings) -> pd.DataFrame:
     return load_profile(settings.hardware.gpu, settings.hardware.model)
 
 
-def _with_class_slos(settings: Settings, profiles: pd.DataFrame) -> Settings:
-    """Every class's SLO spelled out, long-input classes with their prefill-based TTFT allowance
-    (DESIGN §1), so the planner judges cells exactly as the simulator and the profiles do."""
-    from dynamo_pipeline.sim.profile_view import with_class_slos
-
-    return with_class_slos(settings, profiles)
-
-
 def plan_step(settings: Settings, cfg: dict[str, Any], forecast_rps: dict[str, float] | None = None,
               observed_rps: dict[str, float] | None = None, constant_rps: float | None = None,
               servers: int = 40, at_s: int | None = None) -> dict[str, Any]:
@@ -271,7 +263,6 @@ def plan_step(settings: Settings, cfg: dict[str, Any], forecast_rps: dict[str, f
 
     s = planning_settings(settings, cfg)
     profiles = _profile(s)
-    s = _with_class_slos(s, profiles)
     classes = sorted(set(profiles["class_name"]))
     loads, source = resolve_loads(classes, forecast=forecast_rps or None, observed=observed_rps or None,
                                   constant_rps=constant_rps)
@@ -305,7 +296,6 @@ def nightly_plan_step(settings: Settings, cfg: dict[str, Any], peaks_rps: list[d
         raise PlanningError("no day-ahead forecast to plan from: ingest request logs and run the forecast step first")
     s = planning_settings(settings, cfg)
     profiles = _profile(s)
-    s = _with_class_slos(s, profiles)
     loads = [peaks_rps[min(i, len(peaks_rps) - 1)] for i in range(windows)]
     plans = nightly_plan(profiles, loads, s, servers)
     cw = int(s.planner.cluster_interval_s)
@@ -338,7 +328,6 @@ def publish_step(settings: Settings, plan_ids: list[int] | int | None = None, di
     try:
         plans = [read_plan(store, i) for i in ids]
         profiles = _profile(settings)
-        settings = _with_class_slos(settings, profiles)
         version = next_version(store)
         first = plans[0]
         windows = [(datetime.fromtimestamp(p.window_start_s, timezone.utc),

@@ -9,7 +9,7 @@ import pytest
 from dynamo_pipeline.config import load_settings
 from dynamo_pipeline.planning.cluster import cluster_plan, merge_small_groups, sizing_profile
 from dynamo_pipeline.profiling import load_profile
-from dynamo_pipeline.sim.profile_view import with_class_slos
+from dynamo_pipeline.planning.problem import pool_problem, profile_slos
 
 LOADS = {"SS": 21.9, "SM": 14.2, "SL": 0.03, "MS": 5.0, "MM": 2.9, "ML": 8.6, "LS": 12.6, "LM": 2.7, "LL": 0.03}
 
@@ -18,8 +18,7 @@ LOADS = {"SS": 21.9, "SM": 14.2, "SL": 0.03, "MS": 5.0, "MM": 2.9, "ML": 8.6, "L
 def setup():
     settings = load_settings(None)
     profile = load_profile(settings.hardware.gpu, settings.hardware.model)
-    # long-input classes judged by the SLO the simulator and the DAGs use (DESIGN §1)
-    return with_class_slos(settings, profile), profile[profile["tp"].isin(settings.hardware.tp_degrees)]
+    return settings, profile[profile["tp"].isin(settings.hardware.tp_degrees)]
 
 
 def _gpus_by_pool(plan) -> dict[str, int]:
@@ -80,3 +79,20 @@ def test_more_servers_than_exist_are_cut_and_flagged(setup):
     assert cp.servers <= 5
     assert any("only 5 exist" in f for f in cp.flags)
     assert cp.pool_plan.shortfall_rps          # what the cut servers cannot carry is reported
+
+
+def test_the_planner_gives_long_input_classes_their_prefill_based_ttft(setup):
+    # DESIGN §1: a long-input class may take long_input_ttft_factor x its bare prefill time
+    settings, profile = setup
+    slos = profile_slos(settings, profile)
+    for c, (ttft, tbt) in slos.items():
+        base_ttft, base_tbt = settings.slo.for_class(c)
+        assert tbt == base_tbt and (ttft > base_ttft if c.startswith("L") else ttft == base_ttft)
+    problem = pool_problem(profile, LOADS, settings, 800)
+    assert problem.slo == {c: slos[c] for c in LOADS}
+    assert problem.cells["LS"]                                  # feasible beyond the lowest load
+    assert max(cell.load_rps for cell in problem.cells["LS"]) > 1.0
+    # an explicit per-class SLO wins over the rule
+    pinned = settings.model_copy(update={"slo": settings.slo.model_copy(
+        update={"per_class": {"LS": {"ttft_p99_s": 0.4, "tbt_p99_s": 0.1}}})})
+    assert profile_slos(pinned, profile)["LS"] == (0.4, 0.1)

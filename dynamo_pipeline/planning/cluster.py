@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.planning.extract import PoolPlan
-from dynamo_pipeline.planning.problem import Costs, costs_from_settings, pool_problem, useful_cells, cell_table
+from dynamo_pipeline.planning.problem import Costs, cell_table, costs_from_settings, pool_problem, profile_slos, useful_cells
 from dynamo_pipeline.planning.solve import plan_pool
 
 
@@ -82,7 +82,7 @@ def densest_cells(profiles: pd.DataFrame, settings: Settings, classes: Sequence[
                   costs: Costs | None = None) -> dict[str, tuple[int, float] | None]:
     """Per class, the SLO-feasible (TP, load_rps) with the most load per GPU (None when none)."""
     costs = costs or costs_from_settings(settings)
-    slo = {c: settings.slo.for_class(c) for c in classes}
+    slo = profile_slos(settings, profiles, classes)
     cells = useful_cells(cell_table(profiles), slo, costs, settings.hardware.tp_degrees)
     out: dict[str, tuple[int, float] | None] = {}
     for c in classes:

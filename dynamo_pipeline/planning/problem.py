@@ -185,6 +185,27 @@ def cell_table(profiles: pd.DataFrame) -> dict[tuple[str, int, int, float], Cell
     return table
 
 
+def profile_slos(settings: Settings, profiles: pd.DataFrame,
+                 classes: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
+    """(TTFT, TBT) P99 SLO per class (all configured classes, or ``classes``): the settings' (with
+    per-class overrides), except that a long-input class (input letter L) without an override may
+    take ``long_input_ttft_factor`` × its bare prefill time — the profile's lowest-load P50 TTFT on
+    its largest TP at the top clock — when that is larger (DESIGN §1). The planner, the schedules
+    and the simulator all judge cells by these."""
+    names = list(classes) if classes is not None else settings.classes.names()
+    out = {}
+    tp_max = int(profiles["tp"].max()) if len(profiles) else 0
+    for c in names:
+        ttft, tbt = settings.slo.for_class(c)
+        if c.startswith("L") and c not in settings.slo.per_class and "ttft_p50_s" in profiles.columns:
+            g = profiles[(profiles["class_name"] == c) & (profiles["tp"] == tp_max)]
+            if not g.empty:
+                g = g[g["freq_mhz"] == g["freq_mhz"].max()].sort_values("load_rps")
+                ttft = max(ttft, settings.slo.long_input_ttft_factor * float(g["ttft_p50_s"].iloc[0]))
+        out[c] = (ttft, tbt)
+    return out
+
+
 def meets_slo(cell: Cell, slo: tuple[float, float]) -> bool:
     return cell.ttft_p99_s <= slo[0] and cell.tbt_p99_s <= slo[1] and cell.load_rps > 0
 
@@ -356,7 +377,7 @@ def pool_problem(profiles: pd.DataFrame, loads: Mapping[str, float] | pd.Series,
     else:
         budget = {ALL_POOLS: int(gpu_budget)}
     classes = sorted({c for (_p, c) in demand})
-    slo = {c: settings.slo.for_class(c) for c in classes}
+    slo = profile_slos(settings, profiles, classes)
     costs = costs_from_settings(settings, window_s, carbon_g_per_kwh, gpus_on)
     table = cell_table(profiles)
     cells = useful_cells(table, slo, costs, settings.hardware.tp_degrees)

@@ -16,6 +16,7 @@ import pandas as pd
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.planning.clocks import clock_table, mix_clock_table
 from dynamo_pipeline.planning.extract import InstanceGroup, PoolPlan
+from dynamo_pipeline.planning.problem import profile_slos
 from dynamo_pipeline.schedules.schema import ClockBand, Instance, Pool, Schedule, ScheduleError, Window
 
 
@@ -37,6 +38,7 @@ def build_schedule_from_groups(groups: Sequence[InstanceGroup], flags: Sequence[
     """:func:`build_schedule` from instance groups (as stored in the ``plans`` table)."""
     gps = settings.hardware.gpus_per_server
     top = int(profiles["freq_mhz"].max())
+    slos = profile_slos(settings, profiles, sorted({c for g in groups for c in g.classes}))
     by_pool: dict[str, list] = {}
     for g in groups:
         by_pool.setdefault(g.pool, []).extend([g] * g.count)
@@ -65,10 +67,10 @@ def build_schedule_from_groups(groups: Sequence[InstanceGroup], flags: Sequence[
                 # the whole table: above the planned load the agent steps to the next clock that meets the
                 # SLO there before the fallback (top) clock
                 if g.mix:
-                    bands = mix_clock_table(profiles, g.mix, g.tp, {c: settings.slo.for_class(c) for c in g.classes},
+                    bands = mix_clock_table(profiles, g.mix, g.tp, {c: slos[c] for c in g.classes},
                                             settings.planner.mix_levels, settings.planner.gpu_idle_w)
                 else:
-                    bands = clock_table(profiles, g.cls, g.tp, settings.slo.for_class(g.cls))
+                    bands = clock_table(profiles, g.cls, g.tp, slos[g.cls])
                 table_cache[key] = tuple(ClockBand(max_load_rps=ld, clock_mhz=f) for ld, f in bands) or (
                     ClockBand(max_load_rps=g.load_rps, clock_mhz=top),)
             iid = f"{p}/{node}/gpu{gpu_ids[0]}"

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dynamo_pipeline.planning.problem import profile_slos
+
 PROFILE_COLUMNS = ("class_name", "tp", "freq_mhz", "load_rps", "ttft_p50_s", "ttft_p99_s", "tbt_p50_s",
                    "tbt_p99_s", "power_w")
 #: Metrics interpolated by :meth:`ProfileTable.lookup`, in this order.
@@ -143,17 +145,6 @@ def with_class_slos(settings, profile: pd.DataFrame):
 
 
 def class_slos(settings, profile: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """(TTFT, TBT) P99 SLO per class from settings (per-class overrides applied). Long-input classes
-    (input letter L) may take ``long_input_ttft_factor`` × their bare prefill time — the profile's
-    lowest-load P50 TTFT on the largest TP at its top clock — when that is larger (DESIGN §1)."""
-    out = {}
-    tp_max = int(profile["tp"].max())
-    for c in settings.classes.names():
-        ttft, tbt = settings.slo.for_class(c)
-        if c.startswith("L") and c not in settings.slo.per_class:
-            g = profile[(profile["class_name"] == c) & (profile["tp"] == tp_max)]
-            if not g.empty:
-                g = g[g["freq_mhz"] == g["freq_mhz"].max()].sort_values("load_rps")
-                ttft = max(ttft, settings.slo.long_input_ttft_factor * float(g["ttft_p50_s"].iloc[0]))
-        out[c] = (ttft, tbt)
-    return out
+    """(TTFT, TBT) P99 SLO per class, as the planner judges them
+    (:func:`~dynamo_pipeline.planning.problem.profile_slos`)."""
+    return profile_slos(settings, profile)
