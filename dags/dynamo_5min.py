@@ -37,22 +37,6 @@ from dynamo_pipeline import pipeline
 )
 def dynamo_5min():
     @task
-    def config() -> dict:
-        """Validate the params; the effective run configuration goes to XCom."""
-        return pipeline.run_config(common.settings(), get_current_context()["params"])
-
-    @task
-    def ingest(cfg: dict) -> dict:
-        """Ingest log files of the inbox that were not loaded before."""
-        s = common.settings()
-        return pipeline.ingest_new_logs(s, common.inbox(get_current_context()["params"], s))
-
-    @task(outlets=[common.WINDOW_LOADS])
-    def windows(new: dict) -> dict:
-        """Recompute the window loads the new rows touched; summarise the newest window."""
-        return pipeline.refresh_windows(common.settings(), new["first_arrival_us"], new["last_arrival_us"])
-
-    @task
     def forecast(loads: dict) -> dict:
         """Intra-day forecast from the window loads (saved; no forecast when there is no history)."""
         return pipeline.forecast_step(common.settings(), horizon="intraday")
@@ -87,8 +71,8 @@ def dynamo_5min():
         """Fail the run when any step failed (the `overrun` leaf alone would mark it a success)."""
         raise RuntimeError("a step of this run failed; see the failed task's log")
 
-    cfg = config()
-    loads = windows(ingest(cfg))
+    cfg = common.config()
+    loads = common.windows(common.ingest(cfg))
     steps = [loads, forecast(loads)]
     steps.append(plan(cfg, loads, steps[-1]))
     steps.append(publish(steps[-1]))

@@ -49,22 +49,6 @@ def _epoch_s(value: str | None, fallback) -> int:
 )
 def dynamo_nightly():
     @task
-    def config() -> dict:
-        """Validate the params; the effective run configuration goes to XCom."""
-        return pipeline.run_config(common.settings(), get_current_context()["params"])
-
-    @task
-    def ingest(cfg: dict) -> dict:
-        """Ingest the day's log files (those of the inbox not loaded before)."""
-        s = common.settings()
-        return pipeline.ingest_new_logs(s, common.inbox(get_current_context()["params"], s))
-
-    @task(outlets=[common.WINDOW_LOADS])
-    def windows(new: dict) -> dict:
-        """Recompute the window loads the day's rows touched."""
-        return pipeline.refresh_windows(common.settings(), new["first_arrival_us"], new["last_arrival_us"])
-
-    @task
     def lengths(loads: dict) -> dict:
         """Train the output-length predictor on the store's requests (skipped, with the reason, on too little data)."""
         return pipeline.train_lengths_step(common.settings(), int(get_current_context()["params"]["lengths_min_rows"]))
@@ -113,8 +97,8 @@ def dynamo_nightly():
         day = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d")
         return pipeline.write_reports(s, Path(s.home) / "reports" / "nightly" / day, since, until)
 
-    cfg = config()
-    loads = windows(ingest(cfg))
+    cfg = common.config()
+    loads = common.windows(common.ingest(cfg))
     fc = forecast(loads)
     lengths(loads) >> fc
     branch = profiles_stale(fc)

@@ -2,7 +2,8 @@
 Airflow): settings resolved through Airflow, default task
 arguments, the Assets that hand data from one DAG to another, and the Params of manual runs.
 
-No pipeline logic lives here (that is :mod:`dynamo_pipeline.pipeline`). Secrets come only through
+No pipeline logic lives here (that is :mod:`dynamo_pipeline.pipeline`); the tasks every planning DAG
+starts with (config → ingest → windows) are defined here once, each a call to one pipeline step. Secrets come only through
 Airflow: the store's URL is the Variable ``dynamo_database_url`` (a secrets backend or
 ``AIRFLOW_VAR_DYNAMO_DATABASE_URL`` can supply it), else the Connection ``dynamo_db``, else the
 project's own settings (``DYNAMO_DATABASE_URL`` / ``dynamo.yaml`` / ``$DYNAMO_HOME/dynamo.db``).
@@ -14,9 +15,10 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset, BaseHook, Param, Variable
+from airflow.sdk import Asset, BaseHook, Param, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from dynamo_pipeline import pipeline
 from dynamo_pipeline.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -111,3 +113,24 @@ PLAN_PARAMS = {
                    description="Node agents that must acknowledge the schedule; empty: the `dynamo_nodes` Variable, else none."),
     "ack_timeout_s": Param(60, type="number", minimum=0, description="How long to wait for the agents' acknowledgements, seconds."),
 }
+
+
+# -- the tasks every planning DAG starts with -------------------------------------------------------
+
+@task
+def config() -> dict:
+    """Validate the params; the effective run configuration goes to XCom."""
+    return pipeline.run_config(settings(), get_current_context()["params"])
+
+
+@task
+def ingest(cfg: dict) -> dict:
+    """Ingest the inbox's log files that were not loaded before (by SHA-256)."""
+    s = settings()
+    return pipeline.ingest_new_logs(s, inbox(get_current_context()["params"], s))
+
+
+@task(outlets=[WINDOW_LOADS])
+def windows(new: dict) -> dict:
+    """Recompute the window loads the new rows touched; summarise the newest window."""
+    return pipeline.refresh_windows(settings(), new["first_arrival_us"], new["last_arrival_us"])
