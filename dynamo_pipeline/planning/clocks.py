@@ -11,9 +11,9 @@ without asking the planner.
 
 from __future__ import annotations
 
-import pandas as pd
-
 from collections.abc import Mapping, Sequence
+
+import pandas as pd
 
 from dynamo_pipeline.planning.problem import PlanningError, cell_table, mixed_cells
 

@@ -164,12 +164,11 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
     pl, hw = settings.planner, settings.hardware
     classes = sorted(peak_loads)
     interval_s = float(pl.cluster_interval_s)
-    costs = costs_from_settings(settings, interval_s, carbon_g_per_kwh)
-    dense = densest_cells(profiles, settings, classes, costs)
-    groups = group_classes({c: (d[0] / d[1] if d else math.inf) for c, d in dense.items()}, pl.pools)
     if prev is not None and not scale_in:   # between intervals the pools stay as they are
         groups = [p.classes for p in prev.pools]
     else:
+        dense = densest_cells(profiles, settings, classes, costs_from_settings(settings, interval_s, carbon_g_per_kwh))
+        groups = group_classes({c: (d[0] / d[1] if d else math.inf) for c, d in dense.items()}, pl.pools)
         groups = merge_small_groups(peak_loads, dense, groups, hw.gpus_per_server, pl.merge_below_servers)
     h = pl.cluster_headroom if headroom is None else headroom
     sized_for = {c: v * (1.0 + h) for c, v in peak_loads.items()}

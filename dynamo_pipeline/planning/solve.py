@@ -129,9 +129,8 @@ def plan_pool(problem: PoolProblem, solver: str = "highs", time_limit_s: float =
             slack = max((c.tp for cells in problem.cells.values() for c in cells), default=0) * len(problem.cells)
             dense = replace(base, budget={b: g + slack for b, g in problem.budget.items()},
                             costs=replace(problem.costs, idle_credit_w=problem.costs.idle_credit_w - DENSE_W))
-            single = plan_pool(dense, solver, time_limit_s, mip_rel_gap, fallback)
-            mixed = _mix_remainders(problem, single, solver, time_limit_s, mip_rel_gap)
-            return mixed or plan_pool(base, solver, time_limit_s, mip_rel_gap, fallback)
+            packed = plan_pool(dense, solver, time_limit_s, mip_rel_gap, fallback)
+            return _mix_remainders(problem, packed, solver, time_limit_s, mip_rel_gap) or single
         return _mix_remainders(problem, single, solver, time_limit_s, mip_rel_gap) or single
     model = build_pool_model(problem)
     build_s = time.perf_counter() - t0
@@ -275,11 +274,12 @@ def _mix_remainders(problem: PoolProblem, single: PoolPlan, solver: str, time_li
     counts = dict(kept)
     for key, k in part.counts.items():
         counts[key] = counts.get(key, 0) + k
+    # solve time: the first stage's, and this stage's wall time less its model building
     mixed = make_plan(problem, counts, solver=single.solver, status=single.status, gap=single.gap,
-                      build_s=single.build_s + part.build_s, solve_s=single.solve_s + part.solve_s + 0.0,
+                      build_s=single.build_s + part.build_s,
+                      solve_s=single.solve_s + time.perf_counter() - t0 - part.build_s,
                       flags=[f for f in single.flags if not f.startswith("shortfall")])
     if not mixed.score.feasible or (score_counts(problem, single.counts).feasible
                                     and mixed.objective >= single.objective - 1e-12):
         return None
-    mixed.solve_s += time.perf_counter() - t0 - part.solve_s - part.build_s
     return mixed

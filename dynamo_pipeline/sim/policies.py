@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from dynamo_pipeline.config import Settings
-from dynamo_pipeline.planning.cluster import ClusterPlan, cluster_plan, peak_with_startup
+from dynamo_pipeline.planning.cluster import ClusterPlan, cluster_plan
 from dynamo_pipeline.planning.clocks import clock_table, mix_clock_table
 from dynamo_pipeline.planning.problem import pool_problem
 from dynamo_pipeline.planning.solve import plan_pool

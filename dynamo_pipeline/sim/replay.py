@@ -71,17 +71,6 @@ def last_value_upper(margin: float = 0.15, lookback: int = 2) -> Forecaster:
     return f
 
 
-def trend_upper(margin: float = 0.15, horizon: float = 1.0) -> Forecaster:
-    """Reactive forecaster that follows a ramp: the last window plus ``horizon`` × its rise over the
-    window before (a fall is not extrapolated), never below the larger of the two, plus ``margin``."""
-    def f(hist: pd.DataFrame) -> pd.Series:
-        last = hist.iloc[-1]
-        prev = hist.iloc[-2] if len(hist) > 1 else last
-        return (last + horizon * (last - prev).clip(lower=0)).combine(prev, max) * (1.0 + margin)
-    f.__name__ = f"trend_upper(margin={margin}, horizon={horizon})"
-    return f
-
-
 def simulate(trace: pd.DataFrame, policy: str, settings: Settings, profile: pd.DataFrame, mode: str = "fast",
              params: ClusterParams | None = None, forecaster: Forecaster | None = None,
              detailed_engine: Callable | None = None, max_servers: int = 10_000) -> SimResult:
