@@ -126,6 +126,9 @@ class PlannerConfig(_Strict):
     merge_below_servers: float = Field(1.0, ge=0, description="a pool needing fewer servers than this merges into the next larger")
     cluster_headroom: float = Field(0.3, ge=0, le=5, description="capacity the cluster level keeps above its forecast "
                                     "peak, as a fraction: servers decided a start-up time ahead must absorb forecast error")
+    early_scale_in: bool = Field(True, description="between cluster intervals, stop servers the newest forecast does "
+                                 "not need (stopping takes seconds, only starting takes minutes); off: scale-in at "
+                                 "cluster boundaries only")
     mixed_instances: bool = Field(True, description="instances may serve all classes of their pool in the forecast mix "
                                   "(no partly used instance per class); off: one class per instance")
     mix_levels: int = Field(8, ge=1, le=32, description="load levels of a mixed instance, as fractions of its SLO capacity")

@@ -90,7 +90,7 @@ def test_hierarchical_policies_only_add_servers_between_cluster_intervals(conv, 
     from dynamo_pipeline.sim.replay import last_value_upper, peak_tick_loads
 
     s = load_settings(None)
-    s = s.model_copy(update={"planner": s.planner.model_copy(update={"cluster_interval_s": 600})})
+    s = s.model_copy(update={"planner": s.planner.model_copy(update={"cluster_interval_s": 600, "early_scale_in": False})})
     tr = predict_classes(scale_trace(conv, 3, seed=1), s)
     classes = s.classes.names()
     loads = peak_tick_loads(tr, classes, "cls", 300.0, 60.0, 3)
@@ -105,6 +105,37 @@ def test_hierarchical_policies_only_add_servers_between_cluster_intervals(conv, 
             assert len(ids) == len(set(ids)) and ids
             for pool in p.pools:                          # instances fit on their pool's servers
                 assert sum(i.tp for i in p.instances if i.pool == pool) <= p.servers(pool) * p.gpus_per_server
+
+
+def test_early_scale_in_stops_servers_the_newest_forecast_does_not_need(profile):
+    """A load that falls inside one 30-minute cluster interval: with ``early_scale_in`` both
+    forecasting and oracle policies stop servers before the boundary, the oracle as soon as the
+    start-up time ahead is quiet and dynamollm once its newest forecast (made just before the
+    window) has seen the fall; without it the servers stay to the boundary."""
+    from dynamo_pipeline.sim.policies import POLICIES, PolicyContext
+    from dynamo_pipeline.sim.profile_view import ProfileTable, class_slos
+    from dynamo_pipeline.sim.replay import last_value_upper
+
+    base = load_settings(None)
+    classes = base.classes.names()
+    high = {c: 0.0 for c in classes} | {"MS": 40.0, "SM": 80.0}
+    low = {c: 0.0 for c in classes} | {"MS": 4.0, "SM": 8.0}
+    loads = pd.DataFrame([high, high, low, low, low, low], columns=classes)
+
+    def servers(policy: str, early: bool) -> list[int]:
+        s = base.model_copy(update={"planner": base.planner.model_copy(update={"early_scale_in": early})})
+        ctx = PolicyContext(settings=s, profile=profile, table=ProfileTable(profile, class_slos(s, profile)),
+                            classes=classes, true_loads=loads, observed_loads=loads, forecaster=last_value_upper())
+        return [p.total_servers() for p in POLICIES[policy](ctx)]
+
+    for policy in ("dynamollm", "oracle"):
+        kept = servers(policy, early=False)
+        assert kept == sorted(kept) and kept[-1] >= kept[0] > 0      # one interval: never fewer servers
+    oracle = servers("oracle", early=True)
+    assert oracle[2] < oracle[1] and oracle[2] == min(oracle)         # quiet from window 2 on: stops at once
+    dyn = servers("dynamollm", early=True)
+    # window 4's forecast is the first made from quiet windows only (2 and 3): it stops servers there
+    assert dyn[4] < dyn[3] and dyn[5] <= dyn[4]
 
 
 def test_evaluate_stores_every_policy_and_draws_plots(store, settings, conv, profile, tmp_path):

@@ -151,7 +151,8 @@ def size_pools(profiles: pd.DataFrame, loads: Mapping[str, float], groups: Seque
 
 def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settings: Settings, max_servers: int,
                  prev: ClusterPlan | None = None, carbon_g_per_kwh: float | None = None,
-                 scale_in: bool = True, headroom: float | None = None, pool_level: bool = True) -> ClusterPlan:
+                 scale_in: bool = True, headroom: float | None = None, pool_level: bool = True,
+                 regroup: bool | None = None) -> ClusterPlan:
     """Servers per pool for one cluster interval from the peak loads, then the pool-level plan
     within them. ``prev`` is the previous interval's plan (servers kept, reconfiguration terms);
     ``scale_in=False`` keeps at least ``prev``'s servers in every pool (a scale-out between two
@@ -159,12 +160,13 @@ def cluster_plan(profiles: pd.DataFrame, peak_loads: Mapping[str, float], settin
     by ``headroom`` (default ``planner.cluster_headroom``; 0 for known loads). With
     ``pool_level=False`` only the servers are planned: the sizing solve's plan stands in for the
     pool plan (its energy counts the servers' non-GPU share), for callers that plan the pool level
-    themselves every window (the simulator)."""
+    themselves every window (the simulator). ``regroup`` (default: ``scale_in``) re-cuts the classes
+    into pools; without it ``prev``'s pools stay."""
     t0 = time.perf_counter()
     pl, hw = settings.planner, settings.hardware
     classes = sorted(peak_loads)
     interval_s = float(pl.cluster_interval_s)
-    if prev is not None and not scale_in:   # between intervals the pools stay as they are
+    if prev is not None and not (scale_in if regroup is None else regroup):   # the pools stay as they are
         groups = [p.classes for p in prev.pools]
     else:
         dense = densest_cells(profiles, settings, classes, costs_from_settings(settings, interval_s, carbon_g_per_kwh))

@@ -17,12 +17,14 @@ scalefreq      multipool's instances; each instance's agent picks its clock from
                clock table by observed load
 dynamollm      all three knobs, hierarchical: cluster level (servers per pool, sized by the MILP
                at the peak of the forecasts made over the start-up time) at every
-               ``cluster_interval_s`` boundary, scale-out only between boundaries; pool-level
-               MILP every 5 min within the servers on; clock tables per instance
+               ``cluster_interval_s`` boundary; between boundaries scale-out when the forecasts
+               grow and (``planner.early_scale_in``) scale-in when the newest forecast, made
+               just before the window, no longer needs a server; pool-level MILP every 5 min
+               within the servers on; clock tables per instance
 oracle         dynamollm with the true future load and true lengths (the caller replays it with
                predicted = true classes): at a boundary the true peak over the coming interval (or
                the start-up time, if longer); between boundaries the true peak over the start-up
-               time, scale-out only
+               time (scale-in too with ``early_scale_in``)
 =============  ==============================================================================
 
 Loads given to policies are per-window planning rates (:func:`~.replay.peak_tick_loads`: each
@@ -35,6 +37,7 @@ pool level, and only up to the window that ends before the servers must start at
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -243,12 +246,26 @@ def scaleshard(ctx: PolicyContext) -> list[WindowPlan]:
     return out
 
 
+def _scale_in(cplan: ClusterPlan, sized_for: dict[str, float], keep_peak: dict[str, float], profile: pd.DataFrame,
+              ctx: PolicyContext, headroom: float | None) -> tuple[ClusterPlan, dict[str, float]]:
+    """``cplan`` with each pool cut to the servers ``keep_peak`` needs (never more than it had) and
+    what the servers are then sized for."""
+    keep = cluster_plan(profile, keep_peak, ctx.settings, ctx.max_servers, prev=cplan, scale_in=True,
+                        headroom=headroom, pool_level=False, regroup=False).servers_by_pool
+    if all(keep.get(p.pool_id, 0) >= p.servers for p in cplan.pools):
+        return cplan, sized_for
+    specs = [dataclasses.replace(p, servers=min(p.servers, keep.get(p.pool_id, 0))) for p in cplan.pools]
+    cut = dataclasses.replace(cplan, pools=specs, servers=sum(p.servers for p in specs))
+    return cut, {c: min(v, keep_peak.get(c, 0.0)) for c, v in sized_for.items()}
+
+
 def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool, oracle: bool) -> list[WindowPlan]:
     """Cluster level every ``cluster_interval_s`` (scale-out in any window), pool level every
     window, clock tables (optional). Servers for window w start ``server_start_s`` before it, so a
     forecasting policy decides them from the windows observed by then (``lag`` windows fewer than
     the pool level, which re-plans just before the window); it sizes for the largest of its last
-    ``lead`` such forecasts, so it stops a server only when none over the start-up time needed it."""
+    ``lead`` such forecasts. With ``planner.early_scale_in`` a server then stops in any window
+    whose own, newer forecast does not need it (the oracle: the true peak over the start-up time)."""
     s = ctx.settings
     per_cluster = max(1, int(round(s.planner.cluster_interval_s / ctx.window_s)))
     lead = 1 + math.ceil(s.hardware.server_start_s / ctx.window_s)   # a started server serves after this
@@ -276,6 +293,12 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
                                 pool_level=False)
             if cplan is None or boundary or cand.servers > cplan.servers:
                 cplan, sized_for = cand, peak
+        # servers stop at once (a drain of seconds), so whether to keep them waits for the newest
+        # information: the forecast for this window (the oracle: the true peak over the start-up time,
+        # within which a stopped server could not come back)
+        if s.planner.early_scale_in and w > 0:
+            keep_peak = ({c: max(p[c] for p in loads[w: w + lead]) for c in ctx.classes} if oracle else loads[w])
+            cplan, sized_for = _scale_in(cplan, sized_for, keep_peak, profile, ctx, headroom)
         pools = {p.pool_id: p.classes for p in cplan.pools}
         peak_dem: dict[str, float] = {}
         for p in cplan.pools:
