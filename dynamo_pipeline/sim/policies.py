@@ -18,8 +18,9 @@ scalefreq      multipool's instances; each instance's agent picks its clock from
 dynamollm      all three knobs, hierarchical: cluster level (servers per pool, sized by the MILP
                at the peak of the forecasts made over the start-up time) at every
                ``cluster_interval_s`` boundary; between boundaries scale-out when the forecasts
-               grow and (``planner.early_scale_in``) scale-in when the newest forecast, made
-               just before the window, no longer needs a server; pool-level MILP every 5 min
+               grow and (``planner.early_scale_in``) scale-in when the load measured in the
+               window just ended, raised by ``planner.scale_in_margin``, no longer needs a
+               server; pool-level MILP every 5 min
                within the servers on; clock tables per instance
 oracle         dynamollm with the true future load and true lengths (the caller replays it with
                predicted = true classes): at a boundary the true peak over the coming interval (or
@@ -95,6 +96,11 @@ class PolicyContext:
     @property
     def n_windows(self) -> int:
         return len(self.true_loads)
+
+    def latest(self, w: int, factor: float = 1.0) -> dict[str, float]:
+        """The load observed in the window before w (the newest measurement), times ``factor``."""
+        row = self.observed_loads.iloc[max(0, w - 1)]
+        return {c: max(0.0, float(row.get(c, 0.0))) * factor for c in self.classes}
 
     def forecast(self, w: int, lag: int = 0) -> dict[str, float]:
         """Forecast for window w from observed windows < w − ``lag`` (a decision taken ``lag``
@@ -265,7 +271,8 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
     forecasting policy decides them from the windows observed by then (``lag`` windows fewer than
     the pool level, which re-plans just before the window); it sizes for the largest of its last
     ``lead`` such forecasts. With ``planner.early_scale_in`` a server then stops in any window
-    whose own, newer forecast does not need it (the oracle: the true peak over the start-up time)."""
+    where the load measured in the window before, raised by ``planner.scale_in_margin`` and the
+    cluster headroom, does not need it (the oracle: the true peak over the start-up time)."""
     s = ctx.settings
     per_cluster = max(1, int(round(s.planner.cluster_interval_s / ctx.window_s)))
     lead = 1 + math.ceil(s.hardware.server_start_s / ctx.window_s)   # a started server serves after this
@@ -294,10 +301,11 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
             if cplan is None or boundary or cand.servers > cplan.servers:
                 cplan, sized_for = cand, peak
         # servers stop at once (a drain of seconds), so whether to keep them waits for the newest
-        # information: the forecast for this window (the oracle: the true peak over the start-up time,
-        # within which a stopped server could not come back)
+        # information: the load measured in the window just ended, with a margin (the oracle: the true
+        # peak over the start-up time, within which a stopped server could not come back)
         if s.planner.early_scale_in and w > 0:
-            keep_peak = ({c: max(p[c] for p in loads[w: w + lead]) for c in ctx.classes} if oracle else loads[w])
+            keep_peak = ({c: max(p[c] for p in loads[w: w + lead]) for c in ctx.classes} if oracle
+                         else ctx.latest(w, 1.0 + s.planner.scale_in_margin))
             cplan, sized_for = _scale_in(cplan, sized_for, keep_peak, profile, ctx, headroom)
         pools = {p.pool_id: p.classes for p in cplan.pools}
         peak_dem: dict[str, float] = {}
