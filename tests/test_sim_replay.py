@@ -75,6 +75,28 @@ def test_energy_accounting_adds_up(conv, profile):
     assert r.summary["requests"] == len(tr) == w["requests"].sum()
 
 
+def test_p99_slo_met_reads_the_slos_as_p99_targets_per_class_and_window():
+    from dynamo_pipeline.sim.replay import p99_slo_met
+
+    n = 200
+    # class 0: 200 requests in window 0, 3 of them (1.5%) over the TTFT SLO: its P99 misses;
+    # class 1: 100 in window 0 all fine, 100 in window 1 with one dropped (1%: P99 still met)
+    ttft = np.full(2 * n, 0.1)
+    ttft[:3] = 5.0
+    ttft[2 * n - 1] = np.nan
+    req = pd.DataFrame({"t_s": np.r_[np.full(n, 10.0), np.full(n // 2, 20.0), np.full(n // 2, 310.0)],
+                        "cls": np.r_[np.zeros(n, int), np.ones(n, int)], "ttft_s": ttft,
+                        "tbt_s": np.where(np.isnan(ttft), np.nan, 0.01)})
+    out = p99_slo_met(req, np.array([1.0, 1.0]), np.array([0.1, 0.1]), 300.0)
+    assert out["p99_classes"] == 2 and out["p99_classes_met"] == 1
+    # cells: (0, class 0) misses with 200 requests; (0, class 1) and (1, class 1) meet with 100 each
+    assert out["p99_cells_met"] == pytest.approx(200 / 400)
+    # two more drops in window 1 of class 1 (3 of its 100, 3 of its 200) break that cell and the class
+    req.loc[[2 * n - 2, 2 * n - 3], ["ttft_s", "tbt_s"]] = np.nan
+    out = p99_slo_met(req, np.array([1.0, 1.0]), np.array([0.1, 0.1]), 300.0)
+    assert out["p99_classes_met"] == 0 and out["p99_cells_met"] == pytest.approx(100 / 400)
+
+
 def test_mispredictions_cost_moves_and_energy_under_dynamollm(conv, profile):
     s = load_settings(None)
     tr = scale_trace(conv, 3)

@@ -101,7 +101,8 @@ def table_frame(results: dict[str, SimResult]) -> pd.DataFrame:
         row.update(mean_servers_on=s["mean_servers_on"], peak_servers_on=s["peak_servers_on"],
                    ttft_p50_s=s["ttft_p50_s"], ttft_p99_s=s["ttft_p99_s"], tbt_p50_s=s["tbt_p50_s"],
                    tbt_p99_s=s["tbt_p99_s"], ttft_attainment=s["ttft_attainment"], tbt_attainment=s["tbt_attainment"],
-                   slo_attainment=s["slo_attainment"], dropped=s["dropped"], moved=s["moved"],
+                   slo_attainment=s["slo_attainment"], p99_classes_met=s["p99_classes_met"],
+                   p99_classes=s["p99_classes"], p99_cells_met=s["p99_cells_met"], dropped=s["dropped"], moved=s["moved"],
                    clock_raises=s["clock_raises"], reordered=s["reordered"], gpu_hours=s["gpu_hours"],
                    cost_usd=s["cost_usd"], carbon_kg=s["carbon_kg"])
         rows.append(row)
@@ -109,12 +110,15 @@ def table_frame(results: dict[str, SimResult]) -> pd.DataFrame:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The table as text: energies in kWh with the change vs singlepool, latency in ms, SLOs in %."""
+    """The table as text: energies in kWh with the change vs singlepool, latency in ms, SLOs in %.
+    ``TTFT ok`` / ``TBT ok``: requests within the SLO; ``P99 ok``: classes whose P99 TTFT and TBT
+    over the run are within their SLOs; ``P99 ok/w``: the same per (5-minute window, class), as a
+    share of requests."""
     def pct(v: float) -> str:
         return "" if pd.isna(v) else f"{v:+.1%}"
     lines = []
     head = (f"{'policy':<11} {'GPU kWh':>8} {'vs single':>9} {'paper':>6} {'server kWh':>10} {'vs single':>9} "
-            f"{'servers':>7} {'TTFT p50/p99 ms':>16} {'TBT p50/p99 ms':>15} {'TTFT ok':>7} {'TBT ok':>7} "
+            f"{'servers':>7} {'TTFT p50/p99 ms':>16} {'TBT p50/p99 ms':>15} {'TTFT ok':>7} {'TBT ok':>7} {'P99 ok':>6} {'P99 ok/w':>8} "
             f"{'dropped':>7} {'moved':>6} {'GPU-h':>6} {'USD':>7} {'kgCO2':>6}")
     lines.append(head)
     lines.append("-" * len(head))
@@ -124,6 +128,7 @@ def format_table(table: pd.DataFrame) -> str:
             f"{pct(r.paper_energy_vs_single):>6} {r.server_energy_kwh:10.2f} {pct(r.get('server_energy_vs_single')):>9} "
             f"{r.mean_servers_on:7.1f} {r.ttft_p50_s * 1e3:7.0f}/{r.ttft_p99_s * 1e3:<8.0f} "
             f"{r.tbt_p50_s * 1e3:6.1f}/{r.tbt_p99_s * 1e3:<8.1f} {r.ttft_attainment:7.2%} {r.tbt_attainment:7.2%} "
+            f"{f'{int(r.p99_classes_met)}/{int(r.p99_classes)}':>6} {r.p99_cells_met:8.2%} "
             f"{int(r.dropped):7d} {int(r.moved):6d} {r.gpu_hours:6.1f} {r.cost_usd:7.2f} {r.carbon_kg:6.2f}")
     return "\n".join(lines)
 
