@@ -77,6 +77,25 @@ def test_requests_beyond_all_capacity_are_dropped_and_counted(table):
     assert asg.ticks["util"].max() <= 1.0 + 1e-6
 
 
+def test_requests_moved_off_an_overloaded_instance_are_spread_over_the_tick(table):
+    """Twice the capacity arrives evenly through a tick: what stays on the instance must arrive
+    evenly too (the overload lasts all tick), not be the tick's first half."""
+    cap_top = table.capacity("SS", 2, table.top_clock(2))
+    n = int(cap_top * 60 * 2)
+    tr = _trace(np.sort(np.random.default_rng(2).uniform(0, 60, n)), [SS] * n, [SS] * n)
+    plan = WindowPlan(pools={"pSS": ("SS",)},
+                      instances=[InstancePlan(f"ss{k}", "pSS", 2, ("SS",), 800, 1.0 if k == 0 else 1e-6,
+                                              table.top_clock(2)) for k in range(3)])
+    asg = assign(tr, [plan], table, CLASSES, ClusterParams(tick_s=60))
+    on = np.asarray(asg.ticks.iloc[np.maximum(asg.row, 0)]["instance_id"]) == "ss0"
+    kept = tr["t_s"].to_numpy()[on & (asg.row >= 0)]
+    assert asg.counters["moved"] > n / 3                  # about half had to go elsewhere
+    first, second = (kept < 30).sum(), (kept >= 30).sum()
+    assert abs(first - second) < 0.1 * kept.size          # kept ones: as many in each half of the tick
+    per_10s = np.bincount((kept // 10).astype(int), minlength=6)
+    assert per_10s.min() > 0.7 * per_10s.mean()
+
+
 def test_server_start_and_drain_are_paid_in_energy(profile):
     s = load_settings(None)
     tr = _trace(np.linspace(0, 899, 90), [SS] * 90, [SS] * 90)

@@ -22,7 +22,8 @@ order, each step counted:
 1. **re-order** the queue by deadline: every request whose true class the instance does not serve is
    counted as re-ordered (its deadline, not its arrival, sets its place);
 2. **raise the clock** to the fallback (top) clock;
-3. **move** not-yet-started requests — mispredicted ones first, then the latest arrivals — to an
+3. **move** not-yet-started requests — mispredicted ones first, then others spread evenly over the
+   tick (the overload lasts all of it) — to an
    instance with headroom: the pool of their true class, another instance of the same pool, the
    pool of the largest requests, or any instance that can serve their class within its SLO;
 4. as the last resort, **drop** the requests that still do not fit: they would miss their deadline.
@@ -42,6 +43,10 @@ import pandas as pd
 
 from dynamo_pipeline.sim.plan import WindowPlan
 from dynamo_pipeline.sim.profile_view import ProfileTable
+
+
+#: The golden ratio's fractional part: i · GOLDEN mod 1 spreads any first n of i = 0, 1, … evenly.
+GOLDEN = (5 ** 0.5 - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -266,9 +271,14 @@ def _relieve(over, li, tc, b0, t, loads, clocks, util, iset: _InstanceSet, tick_
     for a in over:
         idx = np.flatnonzero(li == a)
         cap = iset.cap(a, int(clocks[a]))
-        # mispredicted (not served here) first, then the latest arrivals: the not-yet-started ones
+        # mispredicted (not served here) first, then the rest spread evenly over the tick: the
+        # overload lasts the whole tick, so the requests beyond capacity arrive all through it (taking
+        # the tick's latest arrivals instead would leave the instance twice its capacity in the first
+        # half of a tick and idle in the second)
         key = np.where(iset.serves[a, tc[idx]], 0, 1)
-        order = idx[np.lexsort((-t[b0 + idx], -key))]
+        idx = idx[np.argsort(t[b0 + idx], kind="stable")]
+        spread = np.modf(np.arange(idx.size) * GOLDEN)[0]   # any prefix in this order is evenly spread
+        order = idx[np.lexsort((spread, -key))]
         with np.errstate(divide="ignore"):
             contrib = 1.0 / (tick_s * cap[tc[order]])
         # requests this instance cannot serve within their SLO at all must go; then enough of the
