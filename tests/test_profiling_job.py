@@ -20,7 +20,8 @@ from dynamo_pipeline.profiling import PROFILE_COLUMNS, SimRunner, read_rows, run
 from dynamo_pipeline.profiling.http_runner import EngineError, HttpRunner
 from tests.test_hardware_nvml import FakeNVML
 
-SMALL = dict(tp_degrees=(4,), clocks_mhz=(1200, 1980), classes=("SS", "LM"), n_requests=120, progress=False)
+SMALL = dict(tp_degrees=(4,), clocks_mhz=(1200, 1980), classes=("SS", "LM"), n_requests=120, min_duration_s=0,
+             progress=False)
 
 
 def test_writes_the_csv_contract_and_the_store_with_provenance(store, settings, tmp_path):
@@ -79,10 +80,28 @@ def test_cli_profile_writes_the_file(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["--db", db, "profile", "--model", "Llama-2-13B", "--root", str(tmp_path / "pr"),
                                   "--tp", "2", "--clocks", "1980", "--classes", "SS", "--requests", "80",
-                                  "--no-progress"])
+                                  "--min-duration", "0", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "11 points (11 measured, 0 resumed)" in r.output
     assert (tmp_path / "pr/H100-SXM/Llama-2-13B.csv").exists()
+
+
+def test_min_duration_exposes_a_rate_the_instance_cannot_sustain():
+    """SM on TP4 at 1.6 GHz and 28.5 requests/s: 600 requests (21 s of arrivals) end before the
+    queue grows, and its P99 TTFT looks well within the 400 ms SLO; five minutes of the same stream
+    show that the instance does not keep up. 10% less load is sustained either way."""
+    from dynamo_pipeline.config import load_settings
+    from dynamo_pipeline.profiling import grid as G
+
+    assert G.stream_size(28.5, 600, 300.0) == 8550 and G.stream_size(0.5, 600, 300.0) == 600
+    runner, bins = SimRunner("Llama-2-70B", "H100-SXM"), G.class_bins(load_settings(None))["SM"]
+
+    def p99_ttft(rate: float, min_duration_s: float) -> float:
+        n = G.stream_size(rate, 600, min_duration_s)
+        return runner.measure(4, 1600, *G.draw_requests(bins, rate, n, G.point_rng(0, "SM", 4, 0)))["ttft_p99_s"]
+
+    assert p99_ttft(28.5, 0) < 0.2 < 1.0 < p99_ttft(28.5, 300)
+    assert p99_ttft(25.6, 300) < 0.2
 
 
 def test_cli_nvml_without_url_says_what_is_needed(tmp_path):

@@ -28,6 +28,9 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Profiles folder (default: the repository's profiles/); writes <root>/<gpu>/<model>.csv.")
 @click.option("--requests", "n_requests", default=600, show_default=True, help="Requests per grid point.")
+@click.option("--min-duration", "min_duration_s", default=300.0, show_default=True,
+              help="Seconds the arrivals of a grid point span at least (more requests at high rates), so that a "
+                   "rate the instance cannot sustain shows its growing queue.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the request streams.")
 @click.option("--tp", "tp", default=None, help="TP degrees, comma-separated (default: those that fit).")
 @click.option("--clocks", default=None, help="SM clocks in MHz, comma-separated (default: the GPU card's grid).")
@@ -43,7 +46,7 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
 @click.option("--campaign", default=None, help="With --shard: the fan-out's name, the same for all its shards.")
 @pass_ctx
 def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root: str | None, n_requests: int,
-            seed: int, tp: str | None, clocks: str | None, class_names: str | None, url: str | None,
+            min_duration_s: float, seed: int, tp: str | None, clocks: str | None, class_names: str | None, url: str | None,
             served_model: str | None, gpu_ids: str | None, use_store: bool, progress: bool | None,
             shard: str | None, campaign: str | None) -> None:
     """Measure the grid class x TP x clock x load and write profiles/<gpu>/<model>.csv.
@@ -89,13 +92,13 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
                 fail("--shard needs --campaign NAME (the same for every shard) and the store (drop --no-store)")
             k, n = parse_shard(shard)
             sr = run_shard(runner, s, gpu, model, campaign, k, n, store=store, root=root, classes=names, seed=seed,
-                           n_requests=n_requests, tp_degrees=tps, clocks_mhz=clk, progress=progress,
+                           n_requests=n_requests, min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, progress=progress,
                            backend_name=backend)
             click.echo(f"shard {sr.shard} of {campaign} ({','.join(sr.classes)}): {sr.points} points "
                        f"({sr.points_measured} measured, {sr.points_resumed} resumed), run {sr.run_id}")
             return
         res = run_profile(runner, s, gpu, model, root=root, store=store, seed=seed, n_requests=n_requests,
-                          tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend)
+                          min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend)
     except (HardwareError, ShardError, ValueError, KeyError) as e:
         fail(str(e))
     click.echo(f"{res.path}: {len(res.frame)} points ({res.points_measured} measured, {res.points_skipped} "

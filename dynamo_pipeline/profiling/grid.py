@@ -61,6 +61,13 @@ def draw_requests(bins: ClassBins, load_rps: float, n: int, rng: np.random.Gener
     return arrival_s, np.floor(inp).astype(np.int64), np.floor(out).astype(np.int64)
 
 
+def stream_size(load_rps: float, n_requests: int, min_duration_s: float) -> int:
+    """Requests in a grid point's stream: ``n_requests``, or more so that the arrivals span at least
+    ``min_duration_s`` — a rate just beyond what the instance sustains shows its growing queue only
+    over time (600 requests at 90 rps last 7 s), and the planner holds a load for a whole window."""
+    return max(int(n_requests), int(np.ceil(load_rps * min_duration_s)))
+
+
 def point_rng(seed: int, class_name: str, tp: int, load_index: int) -> np.random.Generator:
     """The request-stream generator of a grid point (independent of the clock, see above)."""
     code = sum(ord(c) * 31**i for i, c in enumerate(class_name))

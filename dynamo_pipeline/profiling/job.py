@@ -35,6 +35,10 @@ from dynamo_pipeline.profiling.writer import PROFILE_COLUMNS, PartialProfile, po
 from dynamo_pipeline.store import Store
 
 
+#: Shortest span of arrivals in a grid point (s): one pool-level window, the time a plan holds a load.
+DEFAULT_MIN_DURATION_S = 300.0
+
+
 class Runner(Protocol):
     source: str
 
@@ -104,13 +108,14 @@ class ProfileJobResult:
 
 
 def load_levels(runner: Runner, settings: Settings, bins: G.ClassBins, tp: int, top_mhz: int,
-                slo: tuple[float, float], seed: int, n_probe: int) -> list[float]:
+                slo: tuple[float, float], seed: int, n_probe: int, min_duration_s: float = 0.0) -> list[float]:
     """Offered rates for (class, tp): :data:`grid.LOAD_FRACTIONS` of the rate where the class
     breaks its SLO at the top clock (or, if it never meets it on this TP, where the instance
     saturates: throughput under 90% of the offered rate)."""
 
     def probe(rate: float) -> dict:
-        a, i, o = G.draw_requests(bins, rate, n_probe, G.point_rng(seed, bins.name, tp, 10_000))
+        n = G.stream_size(rate, n_probe, min_duration_s)
+        a, i, o = G.draw_requests(bins, rate, n, G.point_rng(seed, bins.name, tp, 10_000))
         return runner.measure(tp, top_mhz, a, i, o)
 
     def slo_ok(rate: float) -> bool:
@@ -130,12 +135,14 @@ def load_levels(runner: Runner, settings: Settings, bins: G.ClassBins, tp: int, 
 
 def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, root=None,
                 store: Store | None = None, seed: int = 0, n_requests: int = 600, n_probe: int | None = None,
+                min_duration_s: float = DEFAULT_MIN_DURATION_S,
                 tp_degrees: tuple[int, ...] | None = None, clocks_mhz: tuple[int, ...] | None = None,
                 classes: tuple[str, ...] | None = None, progress: bool | None = None,
                 backend_name: str | None = None, run_id: str | None = None) -> ProfileJobResult:
     """Profile ``model`` on ``gpu`` over the grid and write ``profiles/<gpu>/<model>.csv`` (and
     the store when given). Resumes an interrupted run with the same grid spec. ``run_id`` names the
-    run (default: the UTC time and a random suffix); a shard of a fan-out passes its own."""
+    run (default: the UTC time and a random suffix); a shard of a fan-out passes its own. Every
+    stream has ``n_requests`` (probes: ``n_probe``) or more, to span ``min_duration_s``."""
     mc, gc = model_card(model), gpu_card(gpu)
     n_probe = n_probe or n_requests
     tps = tuple(tp_degrees or fitting_tp(mc, gc, settings.hardware.tp_degrees))
@@ -146,7 +153,7 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
     bins = G.class_bins(settings)
     slos = G.class_slos(settings, runner.bare_prefill_s)
     spec = {"gpu": gpu, "model": model, "tp": tps, "clocks": clocks, "classes": names, "seed": seed,
-            "n_requests": n_requests, "source": runner.source,
+            "n_requests": n_requests, "min_duration_s": min_duration_s, "source": runner.source,
             "bins": [settings.classes.input_bins_tokens, settings.classes.output_bins_tokens],
             "slo": {k: list(v) for k, v in slos.items()}}
     spec = json.loads(json.dumps(spec))
@@ -159,7 +166,8 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
         levels = {}
         for name in tqdm(names, desc="load levels", disable=progress is False, leave=False):
             for tp in tps:
-                levels[f"{name}/{tp}"] = load_levels(runner, settings, bins[name], tp, clocks[-1], slos[name], seed, n_probe)
+                levels[f"{name}/{tp}"] = load_levels(runner, settings, bins[name], tp, clocks[-1], slos[name], seed, n_probe,
+                                                     min_duration_s)
         meta = {"spec": spec, "run_id": run_id, "levels": levels,
                 "spec_sha": hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]}
     done = out.start(meta)
@@ -171,7 +179,8 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
         if point_key(name, tp, f, rate) in done:
             skipped += 1
             continue
-        a, i, o = G.draw_requests(bins[name], rate, n_requests, G.point_rng(seed, name, tp, li))
+        a, i, o = G.draw_requests(bins[name], rate, G.stream_size(rate, n_requests, min_duration_s),
+                                  G.point_rng(seed, name, tp, li))
         m = runner.measure(tp, f, a, i, o)
         row = pd.DataFrame([{"gpu": gpu, "model": model, "class_name": name, "tp": tp, "freq_mhz": f,
                              "load_rps": rate, **m, "source": runner.source, "versions": versions}])[PROFILE_COLUMNS]
