@@ -96,6 +96,30 @@ def test_requests_moved_off_an_overloaded_instance_are_spread_over_the_tick(tabl
     assert per_10s.min() > 0.7 * per_10s.mean()
 
 
+def test_fast_mode_mixed_instance_shares_tbt_and_queueing_delay():
+    from dynamo_pipeline.sim.fast import _mix_latency
+
+    # rows: a pure class-0 instance; a mixed one, 3/4 of its utilisation from class 1
+    metrics = np.full((2, 2, 5), np.nan)
+    metrics[0, 0] = [0.10, 0.30, 0.020, 0.040, 900.0]
+    metrics[1, 0] = [0.10, 0.30, 0.020, 0.040, 900.0]      # class 0 (short prompts) at the equivalent load
+    metrics[1, 1] = [0.60, 1.40, 0.030, 0.080, 950.0]      # class 1 (long prompts)
+    base = np.full((2, 2, 2), np.nan)
+    base[:, 0] = [0.05, 0.10]
+    base[1, 1] = [0.40, 0.90]
+    w = np.array([[1.0, 0.0], [0.25, 0.75]])
+    out = _mix_latency(metrics, base, w)
+    np.testing.assert_allclose(out[0], metrics[0])                     # one class: its profile
+    tbt = 0.25 * metrics[1, 0, 2:4] + 0.75 * metrics[1, 1, 2:4]
+    np.testing.assert_allclose(out[1, 0, 2:4], tbt)
+    np.testing.assert_allclose(out[1, 1, 2:4], tbt)                    # one TBT for the whole batch
+    queue = 0.25 * (metrics[1, 0, 0:2] - base[1, 0]) + 0.75 * (metrics[1, 1, 0:2] - base[1, 1])
+    np.testing.assert_allclose(out[1, 0, 0:2], base[1, 0] + queue)     # short prompts wait behind long ones
+    np.testing.assert_allclose(out[1, 1, 0:2], base[1, 1] + queue)
+    assert out[1, 0, 1] > metrics[1, 0, 1]
+    np.testing.assert_allclose(out[:, :, 4], metrics[:, :, 4])        # power is not touched here
+
+
 def test_server_start_and_drain_are_paid_in_energy(profile):
     s = load_settings(None)
     tr = _trace(np.linspace(0, 899, 90), [SS] * 90, [SS] * 90)

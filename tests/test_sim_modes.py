@@ -47,9 +47,11 @@ def test_gpu_energy_agrees_within_10_percent(hour, profile):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "not met yet: the profile measures Poisson streams of one class, so fast mode misses the queueing "
-    "of the traces' bursts (code hour: the engine's P99 TTFT is 2.8 s, fast mode's 0.55 s) and, on the chat "
-    "hour, its P99 TTFT is 25% above the engine's and its P99 TBT twice the engine's"))
+    "not met yet: chat: fast mode's P99 TTFT is 24% and its P99 TBT 42% above the engine's (the profile's "
+    "log-uniform lengths within a class's bins are heavier than the hour's: ML outputs average 618 tokens "
+    "in the profile, 426 in the trace); code: the hour arrives in bursts (variance/mean of per-second "
+    "counts 13, against 1.4 for chat) that Poisson-measured profiles do not see, and the engine's P99 "
+    "TTFT is 1.9 s where fast mode says 0.57 s — in detailed mode even singlepool misses its SLOs there"))
 @pytest.mark.parametrize("hour", ["conv", "code"])
 def test_p99_latency_agrees_within_15_percent(hour, profile):
     fast, det = _both_modes(hour, profile)

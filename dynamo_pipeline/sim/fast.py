@@ -32,6 +32,7 @@ def _lookup_rows(table: ProfileTable, classes: list[str], tp: np.ndarray, clock:
     """Per (row, class): metrics (rows × classes × 5) at the equivalent load, and instance power."""
     n, k = loads.shape
     metrics = np.full((n, k, 5), np.nan)
+    base = np.full((n, k, 2), np.nan)         # each class's TTFT P50/P99 at its lowest profiled load
     idle_w = tp * table.gpu_idle_w
     own = np.repeat(idle_w[:, None].astype(float), k, axis=1)   # each class's power at its own load
     sat = own + 1.0                                              # … and at the top of its grid
@@ -54,6 +55,7 @@ def _lookup_rows(table: ProfileTable, classes: list[str], tp: np.ndarray, clock:
                 continue
             x = np.where(cap[rows, j] > 0, util[rows] * cap[rows, j], loads[rows].sum(axis=1))
             metrics[rows, j] = table.lookup(c, int(t), int(f), x)
+            base[rows, j] = table.curve(c, int(t), int(f)).values[0, 0:2]
             own[rows, j] = table.lookup(c, int(t), int(f), loads[rows, j])[:, 4]
             sat[rows, j] = table.curve(c, int(t), int(f)).values[:, 4].max()
             weights[rows, j] = np.where(util[rows] > 0, share[rows, j] / np.maximum(util[rows], 1e-12), 0.0)
@@ -62,7 +64,30 @@ def _lookup_rows(table: ProfileTable, classes: list[str], tp: np.ndarray, clock:
     none = (total < 1e-9) & (loads.sum(axis=1) > 0)
     weights[none] = (loads[none] > 0) / np.maximum((loads[none] > 0).sum(axis=1, keepdims=True), 1)
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-    return metrics, mixed_power_w(idle_w, own, sat, weights)
+    return _mix_latency(metrics, base, weights), mixed_power_w(idle_w, own, sat, weights)
+
+
+def _mix_latency(metrics: np.ndarray, base: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Latencies on an instance serving several classes: a decode iteration is shared by all the
+    requests in the batch, so every class sees the same TBT — the classes' TBTs at the equivalent
+    load, weighted by their share of the utilisation — and a request's TTFT is its own class's
+    prefill time (the latency at the lowest profiled load, ``base``) plus the instance's queueing:
+    the classes' TTFT above their own base, weighted the same way. One class alone: its profile."""
+    present = weights > 0
+    if not (present.sum(axis=1) > 1).any():
+        return metrics
+    out = metrics.copy()
+    w = np.where(present, weights, 0.0)[:, :, None]
+    m = np.nan_to_num(metrics[:, :, :4])
+    b = np.nan_to_num(base)
+    tbt = (w[:, :, 0:1] * m[:, :, 2:4]).sum(axis=1)                  # rows × (P50, P99)
+    queue = (w[:, :, 0:1] * np.maximum(m[:, :, 0:2] - b, 0.0)).sum(axis=1)
+    mixed = np.flatnonzero(present.sum(axis=1) > 1)
+    for j in range(metrics.shape[1]):
+        rows = mixed[present[mixed, j] & ~np.isnan(metrics[mixed, j, 0])]
+        out[rows, j, 0:2] = base[rows, j] + queue[rows]
+        out[rows, j, 2:4] = tbt[rows]
+    return out
 
 
 def evaluate_fast(trace: pd.DataFrame, asg: Assignment, table: ProfileTable, params: ClusterParams) -> tuple[pd.DataFrame, np.ndarray]:
