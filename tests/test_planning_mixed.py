@@ -102,3 +102,21 @@ def test_mixed_instances_plan_within_a_tight_budget(profile):
         assert plan.status in ("optimal", "feasible") and not plan.shortfall_rps
         assert sum(g.count * g.tp for g in plan.groups) <= budget
     assert plans[True].objective <= plans[False].objective + 1e-9
+
+
+def test_cell_tables_and_curves_are_remembered_per_frame_not_per_content(profile):
+    """The planner re-reads one profile every window; derived tables are computed once per frame
+    object. A copy (the way to pass a changed profile) gets its own."""
+    from dynamo_pipeline.planning.cluster import sizing_profile
+
+    settings = load_settings(None)
+    assert cell_table(profile) is cell_table(profile)
+    copy = profile.copy()
+    assert cell_table(copy) is not cell_table(profile) and cell_table(copy) == cell_table(profile)
+    cheaper = profile.assign(power_w=profile["power_w"] / 2)
+    c = next(iter(cell_table(cheaper)))
+    assert cell_table(cheaper)[c].power_w == pytest.approx(cell_table(profile)[c].power_w / 2)
+    slo = {"SS": (0.4, 0.1)}
+    assert class_curves(cell_table(profile), slo) is class_curves(cell_table(profile), dict(slo))
+    assert class_curves(cell_table(profile), {"SS": (0.2, 0.05)}) is not class_curves(cell_table(profile), slo)
+    assert sizing_profile(profile, settings) is sizing_profile(profile, settings)

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from dynamo_pipeline.config import Settings
 from dynamo_pipeline.planning.extract import PoolPlan
-from dynamo_pipeline.planning.problem import Costs, cell_table, costs_from_settings, pool_problem, profile_slos, useful_cells
+from dynamo_pipeline.planning.problem import (Costs, cell_table, costs_from_settings, memo_by_identity, pool_problem,
+                                              profile_slos, useful_cells)
 from dynamo_pipeline.planning.solve import plan_pool
 
 
@@ -118,9 +119,12 @@ def merge_small_groups(loads: Mapping[str, float], dense: Mapping[str, tuple[int
 
 def sizing_profile(profiles: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """The profile with each cell's power raised by its GPUs' share of the server's non-GPU draw:
-    what an instance costs the cluster level, which decides how many servers are on."""
+    what an instance costs the cluster level, which decides how many servers are on (remembered
+    per frame)."""
     hw = settings.hardware
-    return profiles.assign(power_w=profiles["power_w"] + profiles["tp"] * hw.server_non_gpu_power_w / hw.gpus_per_server)
+    share_w = profiles["tp"] * hw.server_non_gpu_power_w / hw.gpus_per_server
+    return memo_by_identity(profiles, ("sizing", hw.server_non_gpu_power_w, hw.gpus_per_server),
+                            lambda: profiles.assign(power_w=profiles["power_w"] + share_w))
 
 
 #: The sizing solve's budget: unbounded, so it finds what the peak needs (then cut to the fleet).

@@ -15,6 +15,8 @@ a flag).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -172,8 +174,34 @@ def resolve_loads(classes: Sequence[str], forecast: Mapping[str, float] | pd.Ser
     return out, (used.pop() if len(used) == 1 else "mixed" if used else "constant")
 
 
+#: Results computed from one profile frame or cell table, by the object's identity (the object is
+#: kept with its result, so its id is not reused while cached). Planning never modifies a profile
+#: frame in place; a caller that does must pass a copy.
+_MEMO: OrderedDict[tuple, tuple[object, object]] = OrderedDict()
+_MEMO_SIZE = 64
+
+
+def memo_by_identity(obj: object, extra: tuple, compute):
+    """``compute()``, remembered for (``obj``, ``extra``) while ``obj`` is the same object."""
+    key = (id(obj), extra)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is obj:
+        _MEMO.move_to_end(key)
+        return hit[1]
+    value = compute()
+    _MEMO[key] = (obj, value)
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return value
+
+
 def cell_table(profiles: pd.DataFrame) -> dict[tuple[str, int, int, float], Cell]:
-    """Every profile row as a :class:`Cell`, keyed (class, tp, freq_mhz, load_rps)."""
+    """Every profile row as a :class:`Cell`, keyed (class, tp, freq_mhz, load_rps) (remembered per
+    frame)."""
+    return memo_by_identity(profiles, ("cells",), lambda: _cell_table(profiles))
+
+
+def _cell_table(profiles: pd.DataFrame) -> dict[tuple[str, int, int, float], Cell]:
     missing = [c for c in REQUIRED_COLUMNS if c not in profiles.columns]
     if missing:
         raise PlanningError(f"profile frame lacks columns {missing}; pass a profile as written by `dynamo profile`")
@@ -240,7 +268,11 @@ def _undominated(cells: list[Cell], costs: Costs) -> list[Cell]:
 
 def class_curves(table: Mapping[tuple, Cell], slo: Mapping[str, tuple[float, float]]) -> dict[tuple[str, int, int], tuple]:
     """Per (class, TP, clock): load levels, power at each, and the SLO capacity — the highest level
-    up to which every level meets the class's SLO (0: none)."""
+    up to which every level meets the class's SLO (0: none). Remembered per table and SLOs."""
+    return memo_by_identity(table, ("curves", tuple(sorted(slo.items()))), lambda: _class_curves(table, slo))
+
+
+def _class_curves(table: Mapping[tuple, Cell], slo: Mapping[str, tuple[float, float]]) -> dict[tuple[str, int, int], tuple]:
     rows: dict[tuple[str, int, int], list[Cell]] = {}
     for cell in table.values():
         if cell.cls in slo and cell.load_rps > 0:

@@ -252,17 +252,27 @@ def scaleshard(ctx: PolicyContext) -> list[WindowPlan]:
     return out
 
 
-def _scale_in(cplan: ClusterPlan, sized_for: dict[str, float], keep_peak: dict[str, float], profile: pd.DataFrame,
-              ctx: PolicyContext, headroom: float | None) -> tuple[ClusterPlan, dict[str, float]]:
-    """``cplan`` with each pool cut to the servers ``keep_peak`` needs (never more than it had) and
-    what the servers are then sized for."""
-    keep = cluster_plan(profile, keep_peak, ctx.settings, ctx.max_servers, prev=cplan, scale_in=True,
+def _keep_servers(cplan: ClusterPlan, keep_peak: dict[str, float], profile: pd.DataFrame, ctx: PolicyContext,
+                  headroom: float | None) -> dict[str, int]:
+    """Servers per pool of ``cplan`` that ``keep_peak`` needs (the pools stay as they are)."""
+    return cluster_plan(profile, keep_peak, ctx.settings, ctx.max_servers, prev=cplan, scale_in=True,
                         headroom=headroom, pool_level=False, regroup=False).servers_by_pool
+
+
+def _cut(cplan: ClusterPlan, sized_for: dict[str, float], keep: dict[str, int],
+         keep_peak: dict[str, float]) -> tuple[ClusterPlan, dict[str, float]]:
+    """``cplan`` with each pool cut to ``keep`` servers (never more than it had) and what the
+    servers are then sized for; ``cplan`` itself when no pool loses a server."""
     if all(keep.get(p.pool_id, 0) >= p.servers for p in cplan.pools):
         return cplan, sized_for
     specs = [dataclasses.replace(p, servers=min(p.servers, keep.get(p.pool_id, 0))) for p in cplan.pools]
     cut = dataclasses.replace(cplan, pools=specs, servers=sum(p.servers for p in specs))
     return cut, {c: min(v, keep_peak.get(c, 0.0)) for c, v in sized_for.items()}
+
+
+def _below(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Some class of ``a`` is below ``b`` (else ``a`` cannot need fewer servers than ``b``)."""
+    return any(a[c] < b.get(c, 0.0) - 1e-9 for c in a)
 
 
 def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool, oracle: bool) -> list[WindowPlan]:
@@ -293,20 +303,33 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
         else:        # forecasts made over the start-up time: a server stops only when none needed it
             span = early[max(0, w - lead + 1): w + 1]
         peak = {c: max(p[c] for p in span) for c in ctx.classes}
-        # at a cluster boundary servers follow the peak both ways; between boundaries only scale-out,
-        # which a peak no class of which exceeds what the servers were sized for cannot need
-        if cplan is None or boundary or any(peak[c] > sized_for[c] + 1e-9 for c in ctx.classes):
-            cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary, headroom=headroom,
-                                pool_level=False)
-            if cplan is None or boundary or cand.servers > cplan.servers:
-                cplan, sized_for = cand, peak
         # servers stop at once (a drain of seconds), so whether to keep them waits for the newest
         # information: the load measured in the window just ended, with a margin (the oracle: the true
         # peak over the start-up time, within which a stopped server could not come back)
+        keep_peak = keep = None
+        settled = False
         if s.planner.early_scale_in and w > 0:
             keep_peak = ({c: max(p[c] for p in loads[w: w + lead]) for c in ctx.classes} if oracle
                          else ctx.latest(w, 1.0 + s.planner.scale_in_margin))
-            cplan, sized_for = _scale_in(cplan, sized_for, keep_peak, profile, ctx, headroom)
+        if keep_peak is not None and not boundary and _below(keep_peak, sized_for):
+            keep = _keep_servers(cplan, keep_peak, profile, ctx, headroom)
+            if all(keep.get(p.pool_id, 0) <= p.servers for p in cplan.pools):
+                # no pool needs more than it has: servers the lagged forecasts started for this window
+                # would stop at once, so the scale-out check is moot
+                cplan, sized_for = _cut(cplan, sized_for, keep, keep_peak)
+                settled = True
+        # at a cluster boundary servers follow the peak both ways; between boundaries only scale-out,
+        # which a peak no class of which exceeds what the servers were sized for cannot need
+        if not settled:
+            if cplan is None or boundary or any(peak[c] > sized_for[c] + 1e-9 for c in ctx.classes):
+                cand = cluster_plan(profile, peak, s, ctx.max_servers, prev=cplan, scale_in=boundary,
+                                    headroom=headroom, pool_level=False)
+                if cplan is None or boundary or cand.servers > cplan.servers:
+                    cplan, sized_for = cand, peak
+                    keep = None if boundary else keep   # a boundary may regroup the pools
+            if keep_peak is not None and _below(keep_peak, sized_for):
+                keep = keep if keep is not None else _keep_servers(cplan, keep_peak, profile, ctx, headroom)
+                cplan, sized_for = _cut(cplan, sized_for, keep, keep_peak)
         pools = {p.pool_id: p.classes for p in cplan.pools}
         peak_dem: dict[str, float] = {}
         for p in cplan.pools:
