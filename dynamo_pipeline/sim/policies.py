@@ -20,8 +20,8 @@ dynamollm      all three knobs, hierarchical: cluster level (servers per pool, s
                ``cluster_interval_s`` boundary; between boundaries scale-out when the forecasts
                grow and (``planner.early_scale_in``) scale-in when the load measured in the
                window just ended, raised by ``planner.scale_in_margin``, no longer needs a
-               server; pool-level MILP every 5 min
-               within the servers on; clock tables per instance
+               server; pool-level MILP every 5 min within the servers on; clock tables per
+               instance
 oracle         dynamollm with the true future load and true lengths (the caller replays it with
                predicted = true classes): at a boundary the true peak over the coming interval (or
                the start-up time, if longer); between boundaries the true peak over the start-up
@@ -38,10 +38,9 @@ pool level, and only up to the window that ends before the servers must start at
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -265,8 +264,8 @@ def _cut(cplan: ClusterPlan, sized_for: dict[str, float], keep: dict[str, int],
     servers are then sized for; ``cplan`` itself when no pool loses a server."""
     if all(keep.get(p.pool_id, 0) >= p.servers for p in cplan.pools):
         return cplan, sized_for
-    specs = [dataclasses.replace(p, servers=min(p.servers, keep.get(p.pool_id, 0))) for p in cplan.pools]
-    cut = dataclasses.replace(cplan, pools=specs, servers=sum(p.servers for p in specs))
+    specs = [replace(p, servers=min(p.servers, keep.get(p.pool_id, 0))) for p in cplan.pools]
+    cut = replace(cplan, pools=specs, servers=sum(p.servers for p in specs))
     return cut, {c: min(v, keep_peak.get(c, 0.0)) for c, v in sized_for.items()}
 
 
