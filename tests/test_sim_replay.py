@@ -87,13 +87,18 @@ def test_p99_slo_met_reads_the_slos_as_p99_targets_per_class_and_window():
     req = pd.DataFrame({"t_s": np.r_[np.full(n, 10.0), np.full(n // 2, 20.0), np.full(n // 2, 310.0)],
                         "cls": np.r_[np.zeros(n, int), np.ones(n, int)], "ttft_s": ttft,
                         "tbt_s": np.where(np.isnan(ttft), np.nan, 0.01)})
-    out = p99_slo_met(req, np.array([1.0, 1.0]), np.array([0.1, 0.1]), 300.0)
+    def met(req):
+        ok_ttft = req["ttft_s"].fillna(np.inf).to_numpy() <= 1.0     # SLOs: 1 s TTFT, 100 ms TBT
+        ok_tbt = req["tbt_s"].fillna(np.inf).to_numpy() <= 0.1
+        return p99_slo_met(req["cls"].to_numpy(), req["t_s"].to_numpy(), ok_ttft, ok_tbt, 300.0)
+
+    out = met(req)
     assert out["p99_classes"] == 2 and out["p99_classes_met"] == 1
     # cells: (0, class 0) misses with 200 requests; (0, class 1) and (1, class 1) meet with 100 each
     assert out["p99_cells_met"] == pytest.approx(200 / 400)
     # two more drops in window 1 of class 1 (3 of its 100, 3 of its 200) break that cell and the class
     req.loc[[2 * n - 2, 2 * n - 3], ["ttft_s", "tbt_s"]] = np.nan
-    out = p99_slo_met(req, np.array([1.0, 1.0]), np.array([0.1, 0.1]), 300.0)
+    out = met(req)
     assert out["p99_classes_met"] == 0 and out["p99_cells_met"] == pytest.approx(100 / 400)
 
 

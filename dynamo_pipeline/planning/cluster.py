@@ -122,9 +122,9 @@ def sizing_profile(profiles: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     what an instance costs the cluster level, which decides how many servers are on (remembered
     per frame)."""
     hw = settings.hardware
-    share_w = profiles["tp"] * hw.server_non_gpu_power_w / hw.gpus_per_server
-    return memo_by_identity(profiles, ("sizing", hw.server_non_gpu_power_w, hw.gpus_per_server),
-                            lambda: profiles.assign(power_w=profiles["power_w"] + share_w))
+    share_w = hw.server_non_gpu_power_w / hw.gpus_per_server
+    return memo_by_identity(profiles, ("sizing", share_w),
+                            lambda: profiles.assign(power_w=profiles["power_w"] + profiles["tp"] * share_w))
 
 
 #: The sizing solve's budget: unbounded, so it finds what the peak needs (then cut to the fleet).

@@ -16,7 +16,6 @@ a flag).
 from __future__ import annotations
 
 from collections import OrderedDict
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 

@@ -54,10 +54,11 @@ def _lookup_rows(table: ProfileTable, classes: list[str], tp: np.ndarray, clock:
             if rows.size == 0:
                 continue
             x = np.where(cap[rows, j] > 0, util[rows] * cap[rows, j], loads[rows].sum(axis=1))
+            curve = table.curve(c, int(t), int(f))
             metrics[rows, j] = table.lookup(c, int(t), int(f), x)
-            base[rows, j] = table.curve(c, int(t), int(f)).values[0, 0:2]
+            base[rows, j] = curve.values[0, 0:2]
             own[rows, j] = table.lookup(c, int(t), int(f), loads[rows, j])[:, 4]
-            sat[rows, j] = table.curve(c, int(t), int(f)).values[:, 4].max()
+            sat[rows, j] = curve.values[:, 4].max()
             weights[rows, j] = np.where(util[rows] > 0, share[rows, j] / np.maximum(util[rows], 1e-12), 0.0)
     total = weights.sum(axis=1)
     # classes with no SLO capacity on this setting share the utilisation equally (their share is undefined)

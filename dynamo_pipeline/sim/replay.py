@@ -193,31 +193,31 @@ def summarise(windows: pd.DataFrame, requests: pd.DataFrame, table: ProfileTable
         ttft_attainment=float(ok_ttft.mean()), tbt_attainment=float(ok_tbt.mean()),
         slo_attainment=float((ok_ttft & ok_tbt).mean()),
         gpu_hours=float(windows["gpu_hours"].sum()), cost_usd=float(windows["cost_usd"].sum()),
-        carbon_kg=float(windows["carbon_g"].sum() / 1e3), **p99_slo_met(requests, slo_ttft, slo_tbt, params.window_s),
+        carbon_kg=float(windows["carbon_g"].sum() / 1e3), **p99_slo_met(c, requests["t_s"].to_numpy(), ok_ttft, ok_tbt, params.window_s),
         **asg.counters)
 
 
-def p99_slo_met(requests: pd.DataFrame, slo_ttft: np.ndarray, slo_tbt: np.ndarray, window_s: float) -> dict:
-    """The SLOs read as P99 targets (DESIGN §4): ``p99_classes_met`` of ``p99_classes`` classes whose
-    P99 TTFT and P99 TBT over the run are within their SLOs — at least 99% of their requests within
-    each (the empirical quantile; a dropped request is within neither) — and ``p99_cells_met``, the
-    share of requests in (5-minute window, class) cells whose P99s are."""
-    if requests.empty:
+def p99_slo_met(cls: np.ndarray, t_s: np.ndarray, ok_ttft: np.ndarray, ok_tbt: np.ndarray, window_s: float) -> dict:
+    """The SLOs read as P99 targets (DESIGN §4), from each request's class, arrival and whether it
+    met its TTFT and TBT SLO (a dropped request met neither): ``p99_classes_met`` of ``p99_classes``
+    classes whose P99 TTFT and P99 TBT over the run are within their SLOs — at least 99% of their
+    requests within each (the empirical quantile) — and ``p99_cells_met``, the share of requests in
+    (5-minute window, class) cells whose P99s are."""
+    if cls.size == 0:
         return dict(p99_classes_met=0, p99_classes=0, p99_cells_met=float("nan"))
-    c = requests["cls"].to_numpy().astype(np.int64)
-    k = int(max(c.max() + 1, len(slo_ttft)))
-    ok_t = requests["ttft_s"].fillna(np.inf).to_numpy() <= slo_ttft[c]
-    ok_b = requests["tbt_s"].fillna(np.inf).to_numpy() <= slo_tbt[c]
+    c = np.asarray(cls, dtype=np.int64)
+    k = int(c.max()) + 1
 
     def met(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Requests per key and whether at least 99% of them meet each SLO (keys with requests)."""
         n = np.bincount(key)
-        t, b = np.bincount(key, weights=ok_t, minlength=n.size), np.bincount(key, weights=ok_b, minlength=n.size)
+        t = np.bincount(key, weights=ok_ttft, minlength=n.size)
+        b = np.bincount(key, weights=ok_tbt, minlength=n.size)
         has = n > 0
         n, t, b = n[has], t[has], b[has]
         return n, (t >= 0.99 * n - 1e-9) & (b >= 0.99 * n - 1e-9)
 
     _n, runs_ok = met(c)
-    cell_n, cells_ok = met((requests["t_s"].to_numpy() // window_s).astype(np.int64) * k + c)
+    cell_n, cells_ok = met((np.asarray(t_s) // window_s).astype(np.int64) * k + c)
     return dict(p99_classes_met=int(runs_ok.sum()), p99_classes=int(runs_ok.size),
                 p99_cells_met=float((cell_n * cells_ok).sum() / cell_n.sum()))
