@@ -129,7 +129,7 @@ class PlannerConfig(_Strict):
     early_scale_in: bool = Field(True, description="between cluster intervals, stop servers the newest forecast does "
                                  "not need (stopping takes seconds, only starting takes minutes); off: scale-in at "
                                  "cluster boundaries only")
-    scale_in_margin: float = Field(0.15, ge=0, le=5, description="early scale-in keeps the servers that the load "
+    scale_in_margin: float = Field(0.2, ge=0, le=5, description="early scale-in keeps the servers that the load "
                                    "measured in the window just ended, raised by this fraction and the cluster "
                                    "headroom, needs")
     mixed_instances: bool = Field(True, description="instances may serve all classes of their pool in the forecast mix "
