@@ -190,3 +190,70 @@ def test_http_runner_unreachable_engine_says_how_to_start_it():
         runner.measure(1, 1980, np.array([0.0]), np.array([10]), np.array([2]))
     assert nv.locked == {}
 
+
+
+def _trace_file(tmp_path, rows):
+    """A small trace CSV (t_s, input_tokens, output_tokens) the trace reader accepts."""
+    path = tmp_path / "trace.csv"
+    pd.DataFrame(rows, columns=["t_s", "input_tokens", "output_tokens"]).to_csv(path, index=False)
+    return path
+
+
+def test_lengths_from_a_trace_are_drawn_as_pairs_of_the_class():
+    """With length pools, a class's requests are (input, output) pairs of the trace's requests of
+    that class, kept together; a class with fewer than MIN_POOL requests keeps the bins' draw."""
+    from dynamo_pipeline.config import load_settings
+    from dynamo_pipeline.profiling import grid as G
+    from dynamo_pipeline.sim.trace import true_classes
+
+    s = load_settings(None)
+    names = s.classes.names()
+    ss = [(100, 10), (200, 20), (300, 30)] * 10                  # 30 short requests
+    mm = [(1500, 300)] * (G.MIN_POOL - 1)                         # too few for a pool
+    trace = pd.DataFrame(ss + mm, columns=["input_tokens", "output_tokens"])
+    trace["cls"] = true_classes(trace, s)
+    pools = G.LengthPools.from_trace(trace, s, "t.csv")
+    assert pools.counts() == {"SS": 30}
+    bins = G.class_bins(s)
+    rng = np.random.default_rng(1)
+    _, inp, out = G.draw_requests(bins["SS"], 5.0, 500, rng, pools)
+    assert set(zip(inp.tolist(), out.tolist())) == {(100, 10), (200, 20), (300, 30)}
+    _, inp, out = G.draw_requests(bins["MM"], 5.0, 500, rng, pools)
+    assert inp.min() >= bins["MM"].input_lo and inp.max() < bins["MM"].input_hi
+    assert len(set(inp.tolist())) > 100                            # log-uniform, not the one pair
+    assert pools.fingerprint() != G.LengthPools.from_trace(trace.iloc[1:], s, "t.csv").fingerprint()
+    assert names[trace["cls"][0]] == "SS"
+
+
+def test_profile_with_a_workloads_lengths_measures_its_requests(tmp_path, settings):
+    """SS requests of 12 output tokens (the bins draw 8–64, 27 on average) leave each request
+    fewer decode steps: less energy per request than the log-uniform profile at the same points;
+    the CSV says which lengths it was measured with, and the run's spec names the pools."""
+    from dynamo_pipeline.profiling import grid as G
+
+    small = dict(SMALL, classes=("SS",), clocks_mhz=(1980,))
+    trace = pd.DataFrame({"input_tokens": [120] * 40, "output_tokens": [12] * 40, "cls": [0] * 40})
+    pools = G.LengthPools.from_trace(trace, settings, "short.csv")
+    base = run_profile(SimRunner("Llama-2-70B", "H100-SXM"), settings, "H100-SXM", "Llama-2-70B",
+                       root=tmp_path / "a", **small).frame
+    light = run_profile(SimRunner("Llama-2-70B", "H100-SXM"), settings, "H100-SXM", "Llama-2-70B",
+                        root=tmp_path / "b", lengths=pools, **small).frame
+    assert light.versions.str.endswith(" lengths=short.csv").all() and not base.versions.str.contains("lengths=").any()
+    assert light.energy_per_request_j.median() < 0.8 * base.energy_per_request_j.median()
+
+
+def test_cli_profile_lengths_from(tmp_path):
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    args = ["--db", db, "profile", "--no-store", "--root", str(tmp_path / "pr"), "--tp", "4", "--clocks", "1980",
+            "--classes", "SS", "--requests", "60", "--min-duration", "0", "--no-progress"]
+    r = CliRunner().invoke(main, args + ["--lengths-from", str(tmp_path / "missing.csv")])
+    assert r.exit_code != 0 and "missing.csv does not exist" in r.output
+    few = _trace_file(tmp_path, [(i, 100, 10) for i in range(5)])
+    r = CliRunner().invoke(main, args + ["--lengths-from", str(few)])
+    assert r.exit_code != 0 and "no class has 20 requests" in r.output
+    path = _trace_file(tmp_path, [(i * 0.5, 100 + i, 10) for i in range(30)])
+    r = CliRunner().invoke(main, args + ["--lengths-from", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "lengths from" in r.output and "SS 30" in r.output and "log-uniform for SM" in r.output
+    df = pd.read_csv(tmp_path / "pr/H100-SXM/Llama-2-70B.csv")
+    assert df.versions.str.endswith(" lengths=trace.csv").all()

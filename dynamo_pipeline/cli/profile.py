@@ -40,6 +40,11 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
 @click.option("--gpus", "gpu_ids", default=None, help="nvml: GPU indices the engine runs on, e.g. 0,1,2,3.")
 @click.option("--store/--no-store", "use_store", default=True, show_default=True,
               help="Also write the rows to the store's profiles table (needs `dynamo db upgrade`).")
+@click.option("--lengths-from", "lengths_from", type=click.Path(dir_okay=False), default=None,
+              help="A trace of the workload (Azure CSV, or CSV/Parquet with t_s|arrived_at, input_tokens, "
+                   "output_tokens): each class's requests take (input, output) lengths drawn from the trace's "
+                   "requests of that class instead of log-uniform in the bins. Write it beside the default "
+                   "profile with --root, e.g. --root profiles/workloads/<name>.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on).")
 @click.option("--shard", default=None, help="Run only shard K/N of the grid (classes split round-robin), e.g. 2/4; "
               "needs --campaign and the store. Merge with `dynamo profile merge`.")
@@ -47,8 +52,8 @@ def _ints(value: str | None) -> tuple[int, ...] | None:
 @pass_ctx
 def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root: str | None, n_requests: int,
             min_duration_s: float, seed: int, tp: str | None, clocks: str | None, class_names: str | None, url: str | None,
-            served_model: str | None, gpu_ids: str | None, use_store: bool, progress: bool | None,
-            shard: str | None, campaign: str | None) -> None:
+            served_model: str | None, gpu_ids: str | None, use_store: bool, lengths_from: str | None,
+            progress: bool | None, shard: str | None, campaign: str | None) -> None:
     """Measure the grid class x TP x clock x load and write profiles/<gpu>/<model>.csv.
 
     Each point serves a Poisson stream of one class's requests on one instance and records
@@ -59,6 +64,8 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
     \b
     Examples:
       dynamo profile --backend sim --model Llama-2-70B --gpu H100-SXM
+      dynamo profile --lengths-from samples/azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz \\
+           --root profiles/workloads/azure-conv-2023 --no-store
       sudo dynamo profile --backend nvml --model Llama-2-70B --gpu H100-SXM \\
            --url http://127.0.0.1:8000 --gpus 0,1,2,3 --tp 4
     """
@@ -76,6 +83,21 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
     names = tuple(class_names.split(",")) if class_names else None
     if names and set(names) - set(s.classes.names()):
         fail(f"unknown classes {sorted(set(names) - set(s.classes.names()))}; use some of {s.classes.names()}")
+    lengths = None
+    if lengths_from:
+        from pathlib import Path
+
+        from dynamo_pipeline.profiling.grid import MIN_POOL, LengthPools
+        from dynamo_pipeline.sim.trace import TraceError, read_trace_file
+        try:
+            lengths = LengthPools.from_trace(read_trace_file(lengths_from, s), s, Path(lengths_from).name)
+        except TraceError as e:
+            fail(f"--lengths-from: {e}")
+        if not lengths.pairs:
+            fail(f"--lengths-from {lengths_from}: no class has {MIN_POOL} requests; give a longer trace")
+        missing = [c for c in s.classes.names() if c not in lengths.pairs]
+        click.echo(f"lengths from {lengths_from}: " + ", ".join(f"{k} {v:,}" for k, v in lengths.counts().items())
+                   + (f"; log-uniform for {', '.join(missing)} (fewer than {MIN_POOL} requests)" if missing else ""))
     try:
         if backend == "sim":
             runner = SimRunner(model, gpu)
@@ -93,12 +115,13 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
             k, n = parse_shard(shard)
             sr = run_shard(runner, s, gpu, model, campaign, k, n, store=store, root=root, classes=names, seed=seed,
                            n_requests=n_requests, min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, progress=progress,
-                           backend_name=backend)
+                           backend_name=backend, lengths=lengths)
             click.echo(f"shard {sr.shard} of {campaign} ({','.join(sr.classes)}): {sr.points} points "
                        f"({sr.points_measured} measured, {sr.points_resumed} resumed), run {sr.run_id}")
             return
         res = run_profile(runner, s, gpu, model, root=root, store=store, seed=seed, n_requests=n_requests,
-                          min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend)
+                          min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend,
+                          lengths=lengths)
     except (HardwareError, ShardError, ValueError, KeyError) as e:
         fail(str(e))
     click.echo(f"{res.path}: {len(res.frame)} points ({res.points_measured} measured, {res.points_skipped} "

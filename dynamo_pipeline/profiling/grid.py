@@ -2,8 +2,11 @@
 
 Lengths of a class are drawn log-uniformly within its bins (config ``classes``); the open-ended
 L bins are capped at :data:`INPUT_CAP_TOKENS` = 8192 input and :data:`OUTPUT_CAP_TOKENS` = 1000
-output tokens, and S bins start at 16 input / 8 output tokens. Arrivals are Poisson at the point's
-offered rate. Streams are seeded by (seed, class, tp, load level) but not by clock, so every clock
+output tokens, and S bins start at 16 input / 8 output tokens. Or, given :class:`LengthPools` from
+a trace of the workload (``dynamo profile --lengths-from``), each request is a (input, output) pair
+drawn from the trace's requests of that class: a profile of the lengths the fleet serves rather
+than of the bins (a class with fewer than :data:`MIN_POOL` requests in the trace keeps the
+log-uniform draw). Arrivals are Poisson at the point's offered rate. Streams are seeded by (seed, class, tp, load level) but not by clock, so every clock
 of a (class, tp, load) sees the same requests (common random numbers: clock comparisons are not
 blurred by sampling noise).
 
@@ -14,6 +17,7 @@ The class SLOs come from :func:`class_slos`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,10 +56,48 @@ def class_bins(settings: Settings) -> dict[str, ClassBins]:
     return {n: ClassBins(n, *ins[n[0]], *outs[n[1]]) for n in settings.classes.names()}
 
 
-def draw_requests(bins: ClassBins, load_rps: float, n: int, rng: np.random.Generator):
-    """``n`` Poisson arrivals at ``load_rps`` (s, from 0) with log-uniform lengths in the bins."""
+#: A class needs this many requests in the trace for its lengths to be drawn from them.
+MIN_POOL = 20
+
+
+@dataclass(frozen=True)
+class LengthPools:
+    """(input tokens, output tokens) of a workload's requests per class, and where they came from."""
+
+    source: str
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def from_trace(cls, trace, settings: Settings, source: str) -> LengthPools:
+        """Pools from a trace frame (``input_tokens``, ``output_tokens``, true class index ``cls``)."""
+        names = settings.classes.names()
+        c = trace["cls"].to_numpy()
+        inp, out = trace["input_tokens"].to_numpy(np.int64), trace["output_tokens"].to_numpy(np.int64)
+        return cls(source, {n: (inp[c == i], out[c == i]) for i, n in enumerate(names) if (c == i).sum() >= MIN_POOL})
+
+    def fingerprint(self) -> str:
+        """Names the pools in a profile run's spec (a resumed run must draw from the same ones)."""
+        h = hashlib.sha256()
+        for name in sorted(self.pairs):
+            h.update(name.encode())
+            for a in self.pairs[name]:
+                h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        return f"{self.source}:{h.hexdigest()[:12]}"
+
+    def counts(self) -> dict[str, int]:
+        return {k: int(v[0].size) for k, v in self.pairs.items()}
+
+
+def draw_requests(bins: ClassBins, load_rps: float, n: int, rng: np.random.Generator,
+                  lengths: LengthPools | None = None):
+    """``n`` Poisson arrivals at ``load_rps`` (s, from 0) with log-uniform lengths in the bins, or
+    (input, output) pairs drawn with replacement from ``lengths``' pool of the class when it has one."""
     arrival_s = np.cumsum(rng.exponential(1.0 / load_rps, n))
     u = rng.uniform(size=(2, n))
+    pool = lengths.pairs.get(bins.name) if lengths is not None else None
+    if pool is not None:
+        k = rng.integers(0, pool[0].size, n)
+        return arrival_s, pool[0][k].copy(), pool[1][k].copy()
     inp = np.exp(np.log(bins.input_lo) + u[0] * (np.log(bins.input_hi) - np.log(bins.input_lo)))
     out = np.exp(np.log(bins.output_lo) + u[1] * (np.log(bins.output_hi) - np.log(bins.output_lo)))
     return arrival_s, np.floor(inp).astype(np.int64), np.floor(out).astype(np.int64)

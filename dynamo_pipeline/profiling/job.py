@@ -108,14 +108,15 @@ class ProfileJobResult:
 
 
 def load_levels(runner: Runner, settings: Settings, bins: G.ClassBins, tp: int, top_mhz: int,
-                slo: tuple[float, float], seed: int, n_probe: int, min_duration_s: float = 0.0) -> list[float]:
+                slo: tuple[float, float], seed: int, n_probe: int, min_duration_s: float = 0.0,
+                lengths: G.LengthPools | None = None) -> list[float]:
     """Offered rates for (class, tp): :data:`grid.LOAD_FRACTIONS` of the rate where the class
     breaks its SLO at the top clock (or, if it never meets it on this TP, where the instance
     saturates: throughput under 90% of the offered rate)."""
 
     def probe(rate: float) -> dict:
         n = G.stream_size(rate, n_probe, min_duration_s)
-        a, i, o = G.draw_requests(bins, rate, n, G.point_rng(seed, bins.name, tp, 10_000))
+        a, i, o = G.draw_requests(bins, rate, n, G.point_rng(seed, bins.name, tp, 10_000), lengths)
         return runner.measure(tp, top_mhz, a, i, o)
 
     def slo_ok(rate: float) -> bool:
@@ -138,11 +139,13 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
                 min_duration_s: float = DEFAULT_MIN_DURATION_S,
                 tp_degrees: tuple[int, ...] | None = None, clocks_mhz: tuple[int, ...] | None = None,
                 classes: tuple[str, ...] | None = None, progress: bool | None = None,
-                backend_name: str | None = None, run_id: str | None = None) -> ProfileJobResult:
+                backend_name: str | None = None, run_id: str | None = None,
+                lengths: G.LengthPools | None = None) -> ProfileJobResult:
     """Profile ``model`` on ``gpu`` over the grid and write ``profiles/<gpu>/<model>.csv`` (and
     the store when given). Resumes an interrupted run with the same grid spec. ``run_id`` names the
     run (default: the UTC time and a random suffix); a shard of a fan-out passes its own. Every
-    stream has ``n_requests`` (probes: ``n_probe``) or more, to span ``min_duration_s``."""
+    stream has ``n_requests`` (probes: ``n_probe``) or more, to span ``min_duration_s``. With
+    ``lengths`` each class's requests take their lengths from the workload's (see :mod:`.grid`)."""
     mc, gc = model_card(model), gpu_card(gpu)
     n_probe = n_probe or n_requests
     tps = tuple(tp_degrees or fitting_tp(mc, gc, settings.hardware.tp_degrees))
@@ -155,7 +158,8 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
     spec = {"gpu": gpu, "model": model, "tp": tps, "clocks": clocks, "classes": names, "seed": seed,
             "n_requests": n_requests, "min_duration_s": min_duration_s, "source": runner.source,
             "bins": [settings.classes.input_bins_tokens, settings.classes.output_bins_tokens],
-            "slo": {k: list(v) for k, v in slos.items()}}
+            "slo": {k: list(v) for k, v in slos.items()},
+            "lengths": lengths.fingerprint() if lengths is not None else "log-uniform in the bins"}
     spec = json.loads(json.dumps(spec))
     out = PartialProfile(profile_path(gpu, model, root), {"spec": spec})
     old = out.resume_meta()
@@ -167,11 +171,11 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
         for name in tqdm(names, desc="load levels", disable=progress is False, leave=False):
             for tp in tps:
                 levels[f"{name}/{tp}"] = load_levels(runner, settings, bins[name], tp, clocks[-1], slos[name], seed, n_probe,
-                                                     min_duration_s)
+                                                     min_duration_s, lengths)
         meta = {"spec": spec, "run_id": run_id, "levels": levels,
                 "spec_sha": hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]}
     done = out.start(meta)
-    versions = runner.versions()
+    versions = runner.versions() + (f" lengths={lengths.source}" if lengths is not None else "")
     points = [(name, tp, li, rate, f) for name in names for tp in tps
               for li, rate in enumerate(meta["levels"][f"{name}/{tp}"]) for f in clocks]
     measured = skipped = 0
@@ -180,7 +184,7 @@ def run_profile(runner: Runner, settings: Settings, gpu: str, model: str, *, roo
             skipped += 1
             continue
         a, i, o = G.draw_requests(bins[name], rate, G.stream_size(rate, n_requests, min_duration_s),
-                                  G.point_rng(seed, name, tp, li))
+                                  G.point_rng(seed, name, tp, li), lengths)
         m = runner.measure(tp, f, a, i, o)
         row = pd.DataFrame([{"gpu": gpu, "model": model, "class_name": name, "tp": tp, "freq_mhz": f,
                              "load_rps": rate, **m, "source": runner.source, "versions": versions}])[PROFILE_COLUMNS]
