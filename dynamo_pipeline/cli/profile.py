@@ -120,8 +120,8 @@ def profile(ctx: Context, backend: str, model: str | None, gpu: str | None, root
                        f"({sr.points_measured} measured, {sr.points_resumed} resumed), run {sr.run_id}")
             return
         res = run_profile(runner, s, gpu, model, root=root, store=store, seed=seed, n_requests=n_requests,
-                          min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, classes=names, progress=progress, backend_name=backend,
-                          lengths=lengths)
+                          min_duration_s=min_duration_s, tp_degrees=tps, clocks_mhz=clk, classes=names,
+                          progress=progress, backend_name=backend, lengths=lengths)
     except (HardwareError, ShardError, ValueError, KeyError) as e:
         fail(str(e))
     click.echo(f"{res.path}: {len(res.frame)} points ({res.points_measured} measured, {res.points_skipped} "

@@ -6,9 +6,9 @@ output tokens, and S bins start at 16 input / 8 output tokens. Or, given :class:
 a trace of the workload (``dynamo profile --lengths-from``), each request is a (input, output) pair
 drawn from the trace's requests of that class: a profile of the lengths the fleet serves rather
 than of the bins (a class with fewer than :data:`MIN_POOL` requests in the trace keeps the
-log-uniform draw). Arrivals are Poisson at the point's offered rate. Streams are seeded by (seed, class, tp, load level) but not by clock, so every clock
-of a (class, tp, load) sees the same requests (common random numbers: clock comparisons are not
-blurred by sampling noise).
+log-uniform draw). Arrivals are Poisson at the point's offered rate. Streams are seeded by (seed,
+class, tp, load level) but not by clock, so every clock of a (class, tp, load) sees the same
+requests (common random numbers: clock comparisons are not blurred by sampling noise).
 
 Load levels are per (class, tp): the job finds where the class breaks its SLO at the top clock
 (:func:`find_break_rps`) and spaces :data:`LOAD_FRACTIONS` of that rate, the last one just past it.
