@@ -126,9 +126,9 @@ class PlannerConfig(_Strict):
     merge_below_servers: float = Field(1.0, ge=0, description="a pool needing fewer servers than this merges into the next larger")
     cluster_headroom: float = Field(0.3, ge=0, le=5, description="capacity the cluster level keeps above its forecast "
                                     "peak, as a fraction: servers decided a start-up time ahead must absorb forecast error")
-    early_scale_in: bool = Field(True, description="between cluster intervals, stop servers the newest forecast does "
-                                 "not need (stopping takes seconds, only starting takes minutes); off: scale-in at "
-                                 "cluster boundaries only")
+    early_scale_in: bool = Field(True, description="between cluster intervals, stop servers the load measured in the "
+                                 "window just ended does not need (stopping takes seconds, only starting takes "
+                                 "minutes); off: scale-in at cluster boundaries only")
     scale_in_margin: float = Field(0.2, ge=0, le=5, description="early scale-in keeps the servers that the load "
                                    "measured in the window just ended, raised by this fraction and the cluster "
                                    "headroom, needs")

@@ -325,7 +325,6 @@ def _hierarchical(ctx: PolicyContext, profile: pd.DataFrame, clock_tables: bool,
                                     headroom=headroom, pool_level=False)
                 if cplan is None or boundary or cand.servers > cplan.servers:
                     cplan, sized_for = cand, peak
-                    keep = None if boundary else keep   # a boundary may regroup the pools
             if keep_peak is not None and _below(keep_peak, sized_for):
                 keep = keep if keep is not None else _keep_servers(cplan, keep_peak, profile, ctx, headroom)
                 cplan, sized_for = _cut(cplan, sized_for, keep, keep_peak)
